@@ -1,0 +1,41 @@
+# Every target that runs something first makes sure the virtualenv exists and is up to date, so
+# `make demo` and `make test` are each the only command a newcomer needs on a fresh machine.
+PYTHON ?= $(shell command -v python3.11 || command -v python3)
+VENV ?= .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+# DDS stays on loopback for everything started from here (tests set it again in test/conftest.py).
+export ROS_AUTOMATIC_DISCOVERY_RANGE := LOCALHOST
+export FASTDDS_DEFAULT_PROFILES_FILE := $(CURDIR)/test/fastdds_loopback.xml
+export RMW_IMPLEMENTATION := rmw_fastrtps_cpp
+
+.PHONY: setup demo test lint typecheck check bench model clean
+
+setup: $(STAMP)
+
+$(STAMP): setup.py
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --upgrade --quiet pip
+	$(BIN)/python -m pip install --quiet -e '.[ros,test]'
+	touch $(STAMP)
+
+demo: $(STAMP)
+	$(BIN)/robust-monitor demo
+
+test: $(STAMP)
+	$(BIN)/python -m pytest -q test
+
+lint: $(STAMP)
+	$(BIN)/ruff check robust_monitor test launch
+	$(BIN)/ruff format --check robust_monitor test launch
+
+typecheck: $(STAMP)
+	$(BIN)/mypy robust_monitor
+
+check: lint typecheck test
+
+bench: $(STAMP)
+	$(BIN)/robust-monitor bench --json
+
+clean:
+	rm -rf $(VENV) build *.egg-info .pytest_cache .mypy_cache .ruff_cache
