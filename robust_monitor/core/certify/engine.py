@@ -1,0 +1,335 @@
+"""The certification engine: randomized smoothing of an ONNX classifier, one frame at a time.
+
+``SmoothingEngine`` wraps a classifier in the smoothing graph (``graph.py``), runs it on the
+best execution provider it can get (CUDA or TensorRT where present and asked for, CPU
+everywhere else) and turns vote counts into certificates (``stats.py``).
+
+Providers: onnxruntime-gpu lists CUDA as *available* even on a machine without a GPU, then
+silently falls back to the CPU when a session is made. The engine therefore reports the
+provider the session actually got (``provider``), never the one it asked for.
+
+Noise is unpredictable by default: the graph's random ops are seeded from the operating
+system's entropy source once per engine (``secrets``). A fixed seed is used only when a caller
+passes one (tests, reproducible experiments). Exposure (see README, "Noise and seeds"):
+onnxruntime's CPU random kernels use ``std::default_random_engine`` (a 31-bit linear
+congruential generator in libstdc++) and take the seed as a float attribute, so the effective
+seed space is about 2^31; fine for statistics, not a cryptographic secret.
+"""
+
+from __future__ import annotations
+
+import math
+import secrets
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+
+from robust_monitor.core.certify.certificate import ABSTAIN, Certificate
+from robust_monitor.core.certify.graph import (
+    CLEAN_FEATURES,
+    CLEAN_LOGITS,
+    COUNTS,
+    FRAME,
+    NOISE_KINDS,
+    NUM_NOISY,
+    build_smoothing_graph,
+)
+from robust_monitor.core.certify.model import ModelSpec, load_model_spec, load_onnx
+from robust_monitor.core.certify.stats import (
+    certify_from_counts,
+    predict_from_counts,
+    validate_alpha,
+)
+from robust_monitor.core.errors import ConfigError, InputError, ModelError
+
+PROVIDER_ALIASES = {
+    "cpu": "CPUExecutionProvider",
+    "cuda": "CUDAExecutionProvider",
+    "tensorrt": "TensorrtExecutionProvider",
+}
+_SEED_LIMIT = 2**31 - 2
+
+
+def random_seed() -> float:
+    """A graph seed drawn from the OS entropy source (a float, as ONNX random ops take it)."""
+    return float(np.float32(secrets.randbelow(_SEED_LIMIT) + 1))
+
+
+def resolve_providers(request: str | Sequence[str] = "auto") -> list[str]:
+    """Providers to ask onnxruntime for, best first, always ending with the CPU.
+
+    ``"auto"`` asks for CUDA when this onnxruntime build has it (the session may still fall back
+    to the CPU; read ``SmoothingEngine.provider``). TensorRT is used only when asked for.
+    """
+    available = ort.get_available_providers()
+    if isinstance(request, str):
+        if request == "auto":
+            names = ["CUDAExecutionProvider"] if "CUDAExecutionProvider" in available else []
+        else:
+            names = [PROVIDER_ALIASES.get(p.strip().lower(), p.strip()) for p in request.split(",")]
+    else:
+        names = [PROVIDER_ALIASES.get(p.lower(), p) for p in request]
+    unknown = [p for p in names if p not in PROVIDER_ALIASES.values()]
+    if unknown:
+        raise ConfigError(f"unknown provider(s) {unknown}; allowed: auto, cpu, cuda, tensorrt")
+    missing = [p for p in names if p not in available]
+    if missing:
+        raise ConfigError(
+            f"provider(s) {missing} are not in this onnxruntime build (it has {available})"
+        )
+    if "CPUExecutionProvider" not in names:
+        names.append("CPUExecutionProvider")
+    return names
+
+
+def _noise_for(provider: str) -> str:
+    """RandomNormalLike is one kernel on GPUs; on the CPU, Box-Muller is faster (graph.py)."""
+    return "box_muller" if provider == "CPUExecutionProvider" else "normal"
+
+
+def short_provider(name: str) -> str:
+    """``"CUDAExecutionProvider"`` -> ``"cuda"``."""
+    for alias, full in PROVIDER_ALIASES.items():
+        if full == name:
+            return alias
+    return name
+
+
+@dataclass(frozen=True, slots=True)
+class Samples:
+    """Vote counts over ``n`` noisy copies of a frame, plus the clean frame's outputs."""
+
+    counts: np.ndarray
+    """int64 [K]: votes per class."""
+    clean_logits: np.ndarray
+    """float32 [K]."""
+    clean_features: np.ndarray | None
+    """float32 [D], when the model has a feature output."""
+
+    @property
+    def n(self) -> int:
+        return int(self.counts.sum())
+
+
+@dataclass(frozen=True, slots=True)
+class SmoothingResult:
+    """A certificate together with the clean pass's outputs (for OOD scoring)."""
+
+    certificate: Certificate
+    clean_logits: np.ndarray
+    clean_features: np.ndarray | None
+
+
+def check_params(sigma: float, n0: int, n: int, alpha: float, batch_size: int) -> None:
+    """Raise ConfigError with the allowed range for the first invalid certification parameter."""
+    if not (isinstance(sigma, (int, float)) and math.isfinite(sigma) and sigma > 0):
+        raise ConfigError(f"sigma must be a finite number > 0, got {sigma!r}")
+    if int(n0) < 1:
+        raise ConfigError(f"n0 must be an integer >= 1, got {n0!r}")
+    if int(n) < 1:
+        raise ConfigError(f"n must be an integer >= 1, got {n!r}")
+    validate_alpha(alpha)
+    if int(batch_size) < 1:
+        raise ConfigError(f"batch size must be an integer >= 1, got {batch_size!r}")
+
+
+class SmoothingEngine:
+    """Randomized smoothing (Cohen et al. 2019) around one ONNX classifier.
+
+    ``certify(frame)`` returns a Certificate: unless it abstains, with probability at least
+    ``1 - alpha`` the smoothed classifier ``g(x) = argmax_c P(f(x + eps) = c)``,
+    ``eps ~ N(0, sigma^2 I)``, predicts ``label`` everywhere within L2 distance ``radius`` of
+    ``frame`` (in model-input space: [0, 1]-scaled pixels after preprocessing).
+    """
+
+    def __init__(
+        self,
+        model_path: str | Path,
+        sigma: float | None = None,
+        *,
+        batch_size: int = 500,
+        providers: str | Sequence[str] = "auto",
+        seed: int | None = None,
+        noise: str = "auto",
+        intra_op_threads: int = 0,
+    ) -> None:
+        base = load_onnx(model_path)
+        self.spec: ModelSpec = load_model_spec(model_path, base)
+        chosen_sigma = sigma if sigma is not None else self.spec.sigma
+        if chosen_sigma is None:
+            raise ConfigError(
+                f"no sigma given and {self.spec.path.name} has no metadata sigma; pass sigma > 0"
+            )
+        check_params(chosen_sigma, 1, 1, 0.5, batch_size)
+        self.sigma = float(chosen_sigma)
+        self.batch_size = int(batch_size)
+        requested = resolve_providers(providers)
+        if noise != "auto" and noise not in NOISE_KINDS:
+            raise ConfigError(f"noise must be auto or one of {NOISE_KINDS}, got {noise!r}")
+        self.seeded = seed is not None
+        graph_seed = (
+            float(np.float32(int(seed) % _SEED_LIMIT + 1)) if seed is not None else random_seed()
+        )
+        options = ort.SessionOptions()
+        options.intra_op_num_threads = int(intra_op_threads)
+        options.log_severity_level = 3
+        self.requested_providers = requested
+        # With noise="auto" the graph is built for the provider asked for first; if the session
+        # falls back to the CPU it is rebuilt once with the noise kind that suits the CPU.
+        chosen = noise if noise != "auto" else _noise_for(requested[0])
+        self._session = self._make_session(base, graph_seed, chosen, options, requested)
+        actual = self._session.get_providers()[0]
+        if noise == "auto" and _noise_for(actual) != chosen:
+            chosen = _noise_for(actual)
+            self._session = self._make_session(base, graph_seed, chosen, options, [actual])
+        self.noise = chosen
+        self.providers: list[str] = list(self._session.get_providers())
+        self.provider: str = short_provider(self.providers[0])
+        self.fallback: str | None = None
+        if self.providers[0] != requested[0]:
+            self.fallback = (
+                f"asked for {short_provider(requested[0])}, running on {self.provider} "
+                "(its libraries or device are not available)"
+            )
+        self._outputs = [COUNTS, CLEAN_LOGITS]
+        if self.spec.features_name is not None:
+            self._outputs.append(CLEAN_FEATURES)
+
+    def _make_session(
+        self,
+        base: onnx.ModelProto,
+        seed: float,
+        noise: str,
+        options: ort.SessionOptions,
+        providers: list[str],
+    ) -> ort.InferenceSession:
+        graph = build_smoothing_graph(base, self.spec, self.sigma, seed, noise)
+        # A CUDA build on a machine without CUDA libraries logs a loud error and falls back to
+        # the CPU; we report the fallback ourselves (``fallback``) instead of that log line.
+        ort.set_default_logger_severity(4)
+        try:
+            return ort.InferenceSession(graph.SerializeToString(), options, providers=providers)
+        except Exception as exc:  # onnxruntime raises its own Fail/InvalidGraph types
+            raise ModelError(
+                f"{self.spec.path}: onnxruntime could not load the model: {exc}"
+            ) from exc
+        finally:
+            ort.set_default_logger_severity(2)
+
+    # -- frames ---------------------------------------------------------------------------
+    def check_frame(self, frame: np.ndarray) -> np.ndarray:
+        """Return ``frame`` as contiguous float32 [C, H, W], or raise InputError saying why."""
+        if not isinstance(frame, np.ndarray):
+            raise InputError(f"frame must be a numpy array, got {type(frame).__name__}")
+        if frame.ndim != 3:
+            raise InputError(
+                f"frame must have rank 3 [C, H, W] = {list(self.spec.input_shape)}, "
+                f"got shape {list(frame.shape)}"
+            )
+        if tuple(frame.shape) != self.spec.input_shape:
+            raise InputError(
+                f"frame shape {list(frame.shape)} does not match the model input "
+                f"[C, H, W] = {list(self.spec.input_shape)}"
+            )
+        if not np.issubdtype(frame.dtype, np.floating):
+            raise InputError(
+                f"frame dtype must be floating point with values in [0, 1], got {frame.dtype} "
+                "(scale integer images by 1/255 first)"
+            )
+        x = np.ascontiguousarray(frame, dtype=np.float32)
+        if not np.isfinite(x).all():
+            raise InputError("frame contains NaN or Inf values")
+        lo, hi = float(x.min()), float(x.max())
+        if lo < -1e-6 or hi > 1.0 + 1e-6:
+            raise InputError(f"frame values must lie in [0, 1], got min {lo:.4g}, max {hi:.4g}")
+        return x
+
+    # -- sampling -------------------------------------------------------------------------
+    def sample(self, frame: np.ndarray, num: int, batch_size: int | None = None) -> Samples:
+        """Counts of the base classifier's votes over ``num`` fresh noisy copies of ``frame``."""
+        bs = self.batch_size if batch_size is None else int(batch_size)
+        if bs < 1:
+            raise ConfigError(f"batch size must be an integer >= 1, got {batch_size!r}")
+        return self._sample_checked(self.check_frame(frame), int(num), bs)
+
+    def _sample_checked(self, x: np.ndarray, num: int, batch_size: int) -> Samples:
+        if num < 1:
+            raise ConfigError(f"number of samples must be >= 1, got {num}")
+        counts = np.zeros(self.spec.num_classes, dtype=np.int64)
+        clean_logits: np.ndarray | None = None
+        clean_features: np.ndarray | None = None
+        remaining = num
+        while remaining > 0:
+            this = min(batch_size, remaining)
+            out = self._session.run(
+                self._outputs, {FRAME: x, NUM_NOISY: np.array([this], dtype=np.int64)}
+            )
+            counts += out[0]
+            if clean_logits is None:
+                clean_logits = np.asarray(out[1][0], dtype=np.float32)
+                if len(out) > 2:
+                    clean_features = np.asarray(out[2][0], dtype=np.float32)
+            remaining -= this
+        if int(counts.sum()) != num:
+            raise ModelError(f"vote counts sum to {int(counts.sum())}, expected {num}")
+        assert clean_logits is not None
+        return Samples(counts, clean_logits, clean_features)
+
+    # -- Cohen et al. ---------------------------------------------------------------------
+    def predict(self, frame: np.ndarray, n: int = 1000, alpha: float = 0.001) -> int:
+        """PREDICT: the smoothed class, or ABSTAIN (-1).
+
+        With probability at least ``1 - alpha`` the returned class (when not ABSTAIN) is the
+        smoothed classifier's prediction ``g(frame)``.
+        """
+        check_params(self.sigma, 1, n, alpha, self.batch_size)
+        return predict_from_counts(self.sample(frame, n).counts, alpha)
+
+    def certify(
+        self,
+        frame: np.ndarray,
+        n0: int = 100,
+        n: int = 1000,
+        alpha: float = 0.001,
+        batch_size: int | None = None,
+    ) -> SmoothingResult:
+        """CERTIFY one frame (Cohen et al. 2019).
+
+        ``n0`` selection samples choose the candidate class; ``n`` fresh samples estimate its
+        probability. Guarantee: unless the certificate abstains, with probability at least
+        ``1 - alpha`` the smoothed classifier returns ``label`` for every input within L2
+        distance ``radius`` of ``frame``. Abstains (label -1, radius 0) when ``p_lower < 1/2``.
+        """
+        bs = self.batch_size if batch_size is None else int(batch_size)
+        check_params(self.sigma, n0, n, alpha, bs)
+        start = time.perf_counter()
+        x = self.check_frame(frame)
+        selection = self._sample_checked(x, int(n0), bs)
+        estimation = self._sample_checked(x, int(n), bs)
+        outcome = certify_from_counts(selection.counts, estimation.counts, alpha, self.sigma)
+        latency_ms = (time.perf_counter() - start) * 1e3
+        cert = Certificate(
+            label=outcome.label,
+            p_lower=outcome.p_lower,
+            radius=outcome.radius,
+            n0=int(n0),
+            n=int(n),
+            alpha=float(alpha),
+            sigma=self.sigma,
+            abstained=outcome.abstained,
+            provider=self.provider,
+            latency_ms=latency_ms,
+            count=outcome.count,
+            label_name=self.spec.class_name(outcome.label if outcome.label != ABSTAIN else -1),
+        )
+        return SmoothingResult(cert, selection.clean_logits, selection.clean_features)
+
+    def warmup(self) -> None:
+        """Run the graph once so the first real frame does not pay for allocation."""
+        c, h, w = self.spec.input_shape
+        self._sample_checked(np.full((c, h, w), 0.5, np.float32), min(self.batch_size, 64), 64)

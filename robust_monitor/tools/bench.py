@@ -1,0 +1,242 @@
+"""``robust-monitor bench``: measured speed, side by side in one run, as JSON.
+
+This machine (and a vehicle computer) is noisy, so every comparison is made inside one run with
+the contenders interleaved round by round, and the report gives medians and ratios:
+
+- ``bare``: the classifier alone on batches of random frames, at the batch size where it is
+  fastest on this machine (swept first) — the ceiling for any smoothing implementation;
+- ``smoothing``: the in-graph engine (noise, inference and counting in one onnxruntime graph);
+- ``host_reference``: Cohen-style sampling (numpy noise on the host, bare model, Python counting).
+
+Throughputs are noisy samples per second. Per-frame latency of CERTIFY (n0 + n samples) is
+reported as p50/p99 at each requested n.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import statistics
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import onnxruntime as ort
+
+from robust_monitor import __version__
+from robust_monitor.core.certify.engine import SmoothingEngine
+from robust_monitor.core.certify.reference import HostReferenceSmoother
+from robust_monitor.tools.certify_cmd import add_certification_args
+
+BATCH_SWEEP = (32, 64, 128, 256, 512, 1024)
+
+
+def add_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+    parser = sub.add_parser("bench", help="benchmarks with JSON output")
+    add_certification_args(parser)
+    parser.add_argument("--json", action="store_true", help="print the report as JSON")
+    parser.add_argument("--out", type=Path, default=None, help="also write the JSON report here")
+    parser.add_argument("--rounds", type=int, default=5, help="interleaved rounds per contender")
+    parser.add_argument("--samples", type=int, default=2048, help="noisy samples per round")
+    parser.add_argument(
+        "--latency-n",
+        type=int,
+        nargs="+",
+        default=[100, 1000],
+        help="n values for per-frame latency",
+    )
+    parser.add_argument("--latency-frames", type=int, default=30, help="frames per latency point")
+    parser.add_argument(
+        "--threads", type=int, default=0, help="onnxruntime intra-op threads (0: all)"
+    )
+    parser.set_defaults(run=run)
+
+
+def _progress(message: str) -> None:
+    print(f"[bench] {message}", file=sys.stderr, flush=True)
+
+
+def _rate(work: Callable[[], object], samples: int) -> float:
+    start = time.perf_counter()
+    work()
+    return samples / (time.perf_counter() - start)
+
+
+def _repeat(
+    session: ort.InferenceSession, output: str, name: str, x: np.ndarray, reps: int
+) -> None:
+    for _ in range(reps):
+        session.run([output], {name: x})
+
+
+def machine_info() -> dict[str, Any]:
+    cpu = platform.processor() or platform.machine()
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as handle:
+            names = [
+                line.split(":", 1)[1].strip() for line in handle if line.startswith("model name")
+            ]
+        cpu = names[0] if names else cpu
+    except OSError:
+        pass
+    return {
+        "cpu": cpu,
+        "logical_cores": os.cpu_count(),
+        "python": platform.python_version(),
+        "onnxruntime": ort.__version__,
+        "robust_monitor": __version__,
+        "platform": platform.platform(),
+    }
+
+
+def bench_throughput(
+    model: Path,
+    sigma: float | None,
+    provider: str,
+    threads: int,
+    rounds: int,
+    samples: int,
+    seed: int | None,
+) -> dict[str, Any]:
+    engine = SmoothingEngine(model, sigma, providers=provider, seed=seed, intra_op_threads=threads)
+    spec = engine.spec
+    c, h, w = spec.input_shape
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = threads
+    options.log_severity_level = 3
+    bare = ort.InferenceSession(str(model), options, providers=engine.providers)
+    rng = np.random.default_rng(0)
+    frame = rng.random((c, h, w), dtype=np.float32)
+
+    _progress("sweeping the bare model's batch size")
+    sweep: dict[int, float] = {}
+    for batch in BATCH_SWEEP:
+        x = rng.random((batch, c, h, w), dtype=np.float32)
+        bare.run([spec.logits_name], {spec.input_name: x})
+        reps = max(1, samples // batch)
+        start = time.perf_counter()
+        _repeat(bare, spec.logits_name, spec.input_name, x, reps)
+        sweep[batch] = reps * batch / (time.perf_counter() - start)
+    best = max(sweep, key=lambda b: sweep[b])
+    _progress(f"bare model fastest at batch {best}: {sweep[best]:.0f} samples/s")
+    reference = HostReferenceSmoother(model, engine.sigma, seed=seed, intra_op_threads=threads)
+    x_best = rng.random((best, c, h, w), dtype=np.float32)
+    reps = max(1, samples // best)
+    n_samples = reps * best
+    engine.sample(frame, best, batch_size=best)  # warm-up at the measured shape
+    reference.sample_counts(frame, best, best)
+    results: dict[str, list[float]] = {"bare": [], "smoothing": [], "host_reference": []}
+    for r in range(rounds):
+        _progress(f"throughput round {r + 1}/{rounds}")
+        results["bare"].append(
+            _rate(
+                lambda: [
+                    bare.run([spec.logits_name], {spec.input_name: x_best}) for _ in range(reps)
+                ],
+                n_samples,
+            )
+        )
+        results["smoothing"].append(
+            _rate(lambda: engine.sample(frame, n_samples, batch_size=best), n_samples)
+        )
+        results["host_reference"].append(
+            _rate(lambda: reference.sample_counts(frame, n_samples, best), n_samples)
+        )
+    median = {k: statistics.median(v) for k, v in results.items()}
+    return {
+        "provider": engine.provider,
+        "providers": engine.providers,
+        "noise": engine.noise,
+        "batch": best,
+        "batch_sweep_samples_per_s": {str(k): round(v, 1) for k, v in sweep.items()},
+        "samples_per_round": n_samples,
+        "rounds": rounds,
+        "samples_per_s": {k: round(v, 1) for k, v in median.items()},
+        "samples_per_s_all_rounds": {k: [round(x, 1) for x in v] for k, v in results.items()},
+        "ratio_smoothing_over_bare": round(median["smoothing"] / median["bare"], 3),
+        "ratio_smoothing_over_host_reference": round(
+            median["smoothing"] / median["host_reference"], 3
+        ),
+    }
+
+
+def bench_latency(
+    model: Path,
+    sigma: float | None,
+    provider: str,
+    threads: int,
+    n0: int,
+    ns: list[int],
+    frames: int,
+    batch: int,
+    alpha: float,
+    seed: int | None,
+) -> dict[str, Any]:
+    engine = SmoothingEngine(
+        model, sigma, providers=provider, seed=seed, batch_size=batch, intra_op_threads=threads
+    )
+    engine.warmup()
+    c, h, w = engine.spec.input_shape
+    rng = np.random.default_rng(1)
+    out: dict[str, Any] = {}
+    for n in ns:
+        _progress(f"latency at n0={n0}, n={n} over {frames} frames")
+        times = []
+        for _ in range(frames):
+            frame = rng.random((c, h, w), dtype=np.float32)
+            times.append(engine.certify(frame, n0=n0, n=n, alpha=alpha).certificate.latency_ms)
+        out[f"n{n}"] = {
+            "n0": n0,
+            "n": n,
+            "frames": frames,
+            "p50_ms": round(float(np.percentile(times, 50)), 2),
+            "p99_ms": round(float(np.percentile(times, 99)), 2),
+            "mean_ms": round(float(np.mean(times)), 2),
+        }
+    return out
+
+
+def run(args: argparse.Namespace) -> int:
+    report: dict[str, Any] = {
+        "command": " ".join(["robust-monitor", *sys.argv[1:]])
+        if sys.argv
+        else "robust-monitor bench",
+        "machine": machine_info(),
+        "model": str(args.model),
+    }
+    report["certify_throughput"] = bench_throughput(
+        args.model, args.sigma, args.provider, args.threads, args.rounds, args.samples, args.seed
+    )
+    report["certify_latency"] = bench_latency(
+        args.model,
+        args.sigma,
+        args.provider,
+        args.threads,
+        args.n0,
+        args.latency_n,
+        args.latency_frames,
+        args.batch,
+        args.alpha,
+        args.seed,
+    )
+    text = json.dumps(report, indent=2)
+    if args.out:
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        args.out.write_text(text + "\n", encoding="utf-8")
+    if args.json:
+        print(text)
+    else:
+        t = report["certify_throughput"]
+        print(f"provider {t['provider']}, batch {t['batch']}: samples/s {t['samples_per_s']}")
+        print(
+            f"smoothing/bare {t['ratio_smoothing_over_bare']}, "
+            f"smoothing/host {t['ratio_smoothing_over_host_reference']}"
+        )
+        for key, value in report["certify_latency"].items():
+            print(f"latency {key}: p50 {value['p50_ms']} ms, p99 {value['p99_ms']} ms")
+    return 0
