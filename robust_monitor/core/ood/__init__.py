@@ -1,0 +1,48 @@
+"""Out-of-distribution and camera-health monitoring: from one frame to an ``OodVerdict``.
+
+- ``verdict.py``: ``OodVerdict`` and ``OodLevel``, the contract the arbiter consumes.
+- ``camera_health.py``: ``CameraHealthMonitor``, per-frame image checks (blur, exposure, black
+  or blocked view, frozen frames, stamp gaps, non-finite values).
+- ``scores.py``: model-based scores (MSP, energy, Mahalanobis, smoothing abstention and
+  ``p_lower``), all higher = more OOD.
+- ``calibration.py``: conformal thresholds at a target false-alarm rate, saved per model.
+- ``fusion.py``: ``OodFusion``, camera checks + model scores -> ``OodVerdict``.
+
+Nothing here imports rclpy.
+"""
+
+from robust_monitor.core.ood.calibration import (
+    Calibration,
+    DetectorThreshold,
+    calibrate,
+    calibrate_outputs,
+    conformal_threshold,
+)
+from robust_monitor.core.ood.camera_health import (
+    CHECKS,
+    CameraHealthConfig,
+    CameraHealthMonitor,
+    CameraHealthResult,
+)
+from robust_monitor.core.ood.fusion import FusionConfig, OodFusion
+from robust_monitor.core.ood.scores import DETECTORS, MahalanobisModel, model_scores
+from robust_monitor.core.ood.verdict import OodLevel, OodVerdict
+
+__all__ = [
+    "CHECKS",
+    "DETECTORS",
+    "Calibration",
+    "CameraHealthConfig",
+    "CameraHealthMonitor",
+    "CameraHealthResult",
+    "DetectorThreshold",
+    "FusionConfig",
+    "MahalanobisModel",
+    "OodFusion",
+    "OodLevel",
+    "OodVerdict",
+    "calibrate",
+    "calibrate_outputs",
+    "conformal_threshold",
+    "model_scores",
+]
