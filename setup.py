@@ -88,6 +88,8 @@ setup(
     entry_points={
         "console_scripts": [
             "robust-monitor = robust_monitor.tools.cli:main",
+            # ROS 2 executables (`ros2 run robust_monitor monitor_node`).
+            "monitor_node = robust_monitor.ros.monitor_node:main",
         ],
     },
 )

@@ -58,3 +58,79 @@ def load_npy_frames(path: str | Path) -> np.ndarray:
     if not np.issubdtype(array.dtype, np.floating):
         raise InputError(f"{p}: expected float values in [0, 1], got dtype {array.dtype}")
     return array
+
+
+# --- raw sensor_msgs/Image payloads -----------------------------------------------------------
+# The ROS layer hands us (encoding, height, width, step, data) without importing ROS types here.
+_CHANNELS = {
+    "rgb8": 3, "bgr8": 3, "rgba8": 4, "bgra8": 4, "mono8": 1, "mono16": 1,
+    "yuv422": 2, "uyvy": 2, "yuyv": 2, "yuv422_yuy2": 2, "32fc1": 1, "32fc3": 3,
+}  # fmt: skip
+_BYTES_PER_VALUE = {"mono16": 2, "32fc1": 4, "32fc3": 4}
+RAW_ENCODINGS = tuple(_CHANNELS)
+MAX_PIXELS = 4096 * 4096
+"""Largest frame we accept: a declared size above this is refused before anything is allocated."""
+
+
+def decode_raw_image(
+    encoding: str,
+    height: int,
+    width: int,
+    step: int,
+    data: bytes | bytearray | memoryview,
+    is_bigendian: bool = False,
+) -> np.ndarray:
+    """A sensor_msgs/Image payload -> uint8 (H, W, 3) RGB.
+
+    Supported encodings: RAW_ENCODINGS (yuv422 is UYVY byte order as in ROS; yuyv and
+    yuv422_yuy2 are YUYV). Float encodings (32FC1, 32FC3) must hold values in [0, 1]; NaN or
+    Inf pixels are refused. The declared size is checked against ``data`` before any array is
+    made, so a message claiming a huge frame cannot make us allocate it.
+    """
+    enc = encoding.strip().lower()
+    if enc not in _CHANNELS:
+        raise InputError(f"unsupported image encoding {encoding!r}; supported: {RAW_ENCODINGS}")
+    if height <= 0 or width <= 0:
+        raise InputError(f"image size must be positive, got {width}x{height}")
+    if height * width > MAX_PIXELS:
+        raise InputError(f"image of {width}x{height} exceeds the {MAX_PIXELS}-pixel limit")
+    channels = _CHANNELS[enc]
+    value_bytes = _BYTES_PER_VALUE.get(enc, 1)
+    row_bytes = width * channels * value_bytes
+    if step < row_bytes:
+        raise InputError(f"step {step} is smaller than a row of {row_bytes} bytes ({enc})")
+    if len(data) < step * (height - 1) + row_bytes:
+        raise InputError(
+            f"image data has {len(data)} bytes, {width}x{height} {enc} with step {step} "
+            f"needs {step * (height - 1) + row_bytes}"
+        )
+    buffer = np.frombuffer(data, dtype=np.uint8, count=step * (height - 1) + row_bytes)
+    rows = np.lib.stride_tricks.as_strided(buffer, shape=(height, row_bytes), strides=(step, 1))
+    if value_bytes == 1:
+        pixels = np.ascontiguousarray(rows).reshape(height, width, channels)
+    else:
+        kind = "u2" if enc == "mono16" else "f4"
+        dtype = np.dtype(kind).newbyteorder(">" if is_bigendian else "<")
+        values = np.ascontiguousarray(rows).view(dtype).reshape(height, width, channels)
+        if kind == "f4":
+            if not np.isfinite(values).all():
+                raise InputError(f"{enc} image contains NaN or Inf values")
+            pixels = (np.clip(values, 0.0, 1.0) * 255.0 + 0.5).astype(np.uint8)
+        else:
+            pixels = (values >> 8).astype(np.uint8)
+    if enc in ("rgb8", "32fc3"):
+        # Unpadded rgb8 rows are a view of ``data``: copy so the frame owns writable pixels and
+        # does not pin (or alias) the message's buffer.
+        return pixels.copy() if np.may_share_memory(pixels, buffer) else pixels
+    if enc == "bgr8":
+        return np.ascontiguousarray(pixels[:, :, ::-1])
+    if enc == "rgba8":
+        return np.ascontiguousarray(pixels[:, :, :3])
+    if enc == "bgra8":
+        return np.ascontiguousarray(pixels[:, :, 2::-1])
+    if channels == 1:
+        return np.ascontiguousarray(np.repeat(pixels, 3, axis=2))
+    code = cv2.COLOR_YUV2RGB_UYVY if enc in ("yuv422", "uyvy") else cv2.COLOR_YUV2RGB_YUYV
+    if width % 2:
+        raise InputError(f"{enc} needs an even width, got {width}")
+    return cv2.cvtColor(pixels, code)

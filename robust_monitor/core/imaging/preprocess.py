@@ -48,6 +48,21 @@ class Roi:
 FULL_FRAME = Roi()
 
 
+def roi_from_metadata(spec: ModelSpec) -> Roi:
+    """The region of interest a model's metadata names (``roi.normalized_xywh``), else the frame."""
+    entry = spec.extra.get("roi")
+    if entry is None:
+        return FULL_FRAME
+    try:
+        x, y, w, h = (float(v) for v in entry["normalized_xywh"])
+    except (KeyError, TypeError, ValueError) as exc:
+        raise ConfigError(
+            f"{spec.path}: metadata 'roi' needs 'normalized_xywh': [x, y, width, height] as "
+            f"fractions of the frame ({exc})"
+        ) from exc
+    return Roi(x, y, w, h)
+
+
 def check_rgb_image(image: np.ndarray) -> np.ndarray:
     """Return ``image`` if it is a uint8 (H, W, 3) array, else raise InputError saying why."""
     if not isinstance(image, np.ndarray):
