@@ -36,6 +36,7 @@ from robust_monitor.core.certify.graph import (
     COUNTS,
     FRAME,
     NOISE_KINDS,
+    NUM_CLEAN,
     NUM_NOISY,
     build_smoothing_graph,
 )
@@ -106,8 +107,8 @@ class Samples:
 
     counts: np.ndarray
     """int64 [K]: votes per class."""
-    clean_logits: np.ndarray
-    """float32 [K]."""
+    clean_logits: np.ndarray | None
+    """float32 [K] (None when the clean pass was not asked for)."""
     clean_features: np.ndarray | None
     """float32 [D], when the model has a feature output."""
 
@@ -250,34 +251,48 @@ class SmoothingEngine:
         return x
 
     # -- sampling -------------------------------------------------------------------------
-    def sample(self, frame: np.ndarray, num: int, batch_size: int | None = None) -> Samples:
-        """Counts of the base classifier's votes over ``num`` fresh noisy copies of ``frame``."""
+    def sample(
+        self,
+        frame: np.ndarray,
+        num: int,
+        batch_size: int | None = None,
+        with_clean: bool = True,
+    ) -> Samples:
+        """Counts of the base classifier's votes over ``num`` fresh noisy copies of ``frame``
+        (plus the clean frame's outputs when ``with_clean``)."""
         bs = self.batch_size if batch_size is None else int(batch_size)
         if bs < 1:
             raise ConfigError(f"batch size must be an integer >= 1, got {batch_size!r}")
-        return self._sample_checked(self.check_frame(frame), int(num), bs)
+        return self._sample_checked(self.check_frame(frame), int(num), bs, with_clean)
 
-    def _sample_checked(self, x: np.ndarray, num: int, batch_size: int) -> Samples:
+    def _sample_checked(
+        self, x: np.ndarray, num: int, batch_size: int, with_clean: bool = True
+    ) -> Samples:
         if num < 1:
             raise ConfigError(f"number of samples must be >= 1, got {num}")
         counts = np.zeros(self.spec.num_classes, dtype=np.int64)
         clean_logits: np.ndarray | None = None
         clean_features: np.ndarray | None = None
         remaining = num
+        one, zero = np.ones(1, np.int64), np.zeros(1, np.int64)
         while remaining > 0:
             this = min(batch_size, remaining)
-            out = self._session.run(
-                self._outputs, {FRAME: x, NUM_NOISY: np.array([this], dtype=np.int64)}
-            )
+            # Only the first run of a frame carries the clean frame (for the OOD scores).
+            first = clean_logits is None and with_clean
+            feeds = {
+                FRAME: x,
+                NUM_NOISY: np.array([this], np.int64),
+                NUM_CLEAN: one if first else zero,
+            }
+            out = self._session.run(self._outputs, feeds)
             counts += out[0]
-            if clean_logits is None:
+            if first:
                 clean_logits = np.asarray(out[1][0], dtype=np.float32)
                 if len(out) > 2:
                     clean_features = np.asarray(out[2][0], dtype=np.float32)
             remaining -= this
         if int(counts.sum()) != num:
             raise ModelError(f"vote counts sum to {int(counts.sum())}, expected {num}")
-        assert clean_logits is not None
         return Samples(counts, clean_logits, clean_features)
 
     # -- Cohen et al. ---------------------------------------------------------------------
@@ -310,7 +325,7 @@ class SmoothingEngine:
         start = time.perf_counter()
         x = self.check_frame(frame)
         selection = self._sample_checked(x, int(n0), bs)
-        estimation = self._sample_checked(x, int(n), bs)
+        estimation = self._sample_checked(x, int(n), bs, with_clean=False)
         outcome = certify_from_counts(selection.counts, estimation.counts, alpha, self.sigma)
         latency_ms = (time.perf_counter() - start) * 1e3
         cert = Certificate(
@@ -327,6 +342,7 @@ class SmoothingEngine:
             count=outcome.count,
             label_name=self.spec.class_name(outcome.label if outcome.label != ABSTAIN else -1),
         )
+        assert selection.clean_logits is not None
         return SmoothingResult(cert, selection.clean_logits, selection.clean_features)
 
     def warmup(self) -> None:

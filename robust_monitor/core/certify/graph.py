@@ -2,14 +2,14 @@
 
 For one frame ``x`` [C, H, W] and a sample count ``n`` it computes, on the execution provider::
 
-    batch  = concat(x, x + eps_1, ..., x + eps_n),   eps_i ~ N(0, sigma^2 I)  (made in the graph)
+    batch  = concat(x if num_clean else [], x + eps_1, ..., x + eps_n),  eps_i ~ N(0, sigma^2 I)
     logits = f(batch)                                # the user's classifier, inlined
-    counts[k] = #{i >= 1 : argmax logits_i = k}     # int64 [K]
-    clean_logits = logits[0:1]; clean_features = features[0:1]   # for OOD scoring
+    counts[k] = #{noisy rows i : argmax logits_i = k}   # int64 [K]
+    clean_logits = logits[:num_clean]; clean_features = features[:num_clean]   # OOD scoring
 
-so nothing but the frame and a scalar go in and nothing but counts and the clean outputs come
-out. The clean frame rides along as row 0 of the batch (one extra sample in ``n``), which keeps
-it to a single graph and a single run.
+so nothing but the frame and two scalars go in and nothing but counts and the clean outputs come
+out. The clean frame rides along as row 0 of the first run of a frame (``num_clean = 1``), and
+is left out of the others (``num_clean = 0``), which keeps it to one graph.
 
 Noise: ``"normal"`` uses ONNX RandomNormalLike; ``"box_muller"`` builds normals from one
 RandomUniformLike stream (``z = sqrt(-2 ln(1-u1)) * (cos, sin)(2 pi u2)``), which on
@@ -35,6 +35,7 @@ from robust_monitor.core.errors import ModelError
 
 FRAME = "frame"
 NUM_NOISY = "num_noisy"
+NUM_CLEAN = "num_clean"
 COUNTS = "counts"
 CLEAN_LOGITS = "clean_logits"
 CLEAN_FEATURES = "clean_features"
@@ -103,9 +104,9 @@ def build_smoothing_graph(
     """Wrap the classifier ``base`` (described by ``spec``) in the smoothing graph.
 
     ``seed`` must be a float in [0, 2**31) (the ONNX attribute type); ``noise`` one of
-    NOISE_KINDS. The result has inputs FRAME float32 [C, H, W] and NUM_NOISY int64 [1], and
-    outputs COUNTS int64 [K], CLEAN_LOGITS float32 [1, K] and, when the model has a feature
-    output, CLEAN_FEATURES float32 [1, D].
+    NOISE_KINDS. The result has inputs FRAME float32 [C, H, W], NUM_NOISY int64 [1] and
+    NUM_CLEAN int64 [1] (0 or 1), and outputs COUNTS int64 [K], CLEAN_LOGITS float32
+    [num_clean, K] and, when the model has a feature output, CLEAN_FEATURES [num_clean, D].
     """
     if noise not in NOISE_KINDS:
         raise ValueError(f"noise must be one of {NOISE_KINDS}, got {noise!r}")
@@ -127,7 +128,6 @@ def build_smoothing_graph(
     inits += [
         _const("axis0", np.array([0], np.int64)),
         _const("row0_start", np.array([0], np.int64)),
-        _const("row0_end", np.array([1], np.int64)),
         _const("rest_end", np.array([np.iinfo(np.int64).max], np.int64)),
         _const("depth", np.array(k, np.int64)),
         _const("onehot_values", np.array([0.0, 1.0], np.float32)),
@@ -136,12 +136,14 @@ def build_smoothing_graph(
     nodes += [
         helper.make_node("Unsqueeze", [FRAME, "axis0"], ["clean"]),
         helper.make_node("Add", ["noise", "clean"], ["noisy"]),
-        helper.make_node("Concat", ["clean", "noisy"], [_PREFIX + spec.input_name], axis=0),
+        # 0 or 1 clean rows in front of the noisy ones.
+        helper.make_node("Slice", ["clean", "row0_start", NUM_CLEAN, "axis0"], ["clean_rows"]),
+        helper.make_node("Concat", ["clean_rows", "noisy"], [_PREFIX + spec.input_name], axis=0),
     ]
     nodes += list(g.node)
     nodes += [
-        helper.make_node("Slice", [base_logits, "row0_start", "row0_end", "axis0"], [CLEAN_LOGITS]),
-        helper.make_node("Slice", [base_logits, "row0_end", "rest_end", "axis0"], ["noisy_logits"]),
+        helper.make_node("Slice", [base_logits, "row0_start", NUM_CLEAN, "axis0"], [CLEAN_LOGITS]),
+        helper.make_node("Slice", [base_logits, NUM_CLEAN, "rest_end", "axis0"], ["noisy_logits"]),
         helper.make_node("ArgMax", ["noisy_logits"], ["votes"], axis=1, keepdims=0),
         helper.make_node("OneHot", ["votes", "depth", "onehot_values"], ["onehot"], axis=-1),
         helper.make_node("ReduceSum", ["onehot", "axis0"], ["counts_f"], keepdims=0),
@@ -149,12 +151,12 @@ def build_smoothing_graph(
     ]
     outputs = [
         helper.make_tensor_value_info(COUNTS, TensorProto.INT64, [k]),
-        helper.make_tensor_value_info(CLEAN_LOGITS, TensorProto.FLOAT, [1, k]),
+        helper.make_tensor_value_info(CLEAN_LOGITS, TensorProto.FLOAT, ["num_clean", k]),
     ]
     if spec.features_name is not None:
         feats = _PREFIX + spec.features_name
         nodes.append(
-            helper.make_node("Slice", [feats, "row0_start", "row0_end", "axis0"], [CLEAN_FEATURES])
+            helper.make_node("Slice", [feats, "row0_start", NUM_CLEAN, "axis0"], [CLEAN_FEATURES])
         )
         dims = [
             d.dim_value if d.HasField("dim_value") else "feature_dim"
@@ -162,13 +164,16 @@ def build_smoothing_graph(
             if out.name == feats
             for d in out.type.tensor_type.shape.dim[1:]
         ]
-        outputs.append(helper.make_tensor_value_info(CLEAN_FEATURES, TensorProto.FLOAT, [1, *dims]))
+        outputs.append(
+            helper.make_tensor_value_info(CLEAN_FEATURES, TensorProto.FLOAT, ["num_clean", *dims])
+        )
     graph = helper.make_graph(
         nodes,
         "randomized_smoothing",
         [
             helper.make_tensor_value_info(FRAME, TensorProto.FLOAT, [c, h, w]),
             helper.make_tensor_value_info(NUM_NOISY, TensorProto.INT64, [1]),
+            helper.make_tensor_value_info(NUM_CLEAN, TensorProto.INT64, [1]),
         ],
         outputs,
         initializer=list(g.initializer) + inits,
