@@ -90,6 +90,8 @@ setup(
             "robust-monitor = robust_monitor.tools.cli:main",
             # ROS 2 executables (`ros2 run robust_monitor monitor_node`).
             "monitor_node = robust_monitor.ros.monitor_node:main",
+            "arbiter_node = robust_monitor.ros.arbiter_node:main",
+            "robust_monitor_all = robust_monitor.ros.combined:main",
         ],
     },
 )

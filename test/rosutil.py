@@ -244,3 +244,19 @@ def set_parameters(
         return list(response.results)
     finally:
         client_node.destroy_client(client)
+
+
+def call_trigger(client_node: Node, service: str, timeout_s: float = 5.0) -> tuple[bool, str]:
+    """Call a ``std_srvs/Trigger`` service over DDS; returns (success, message)."""
+    from std_srvs.srv import Trigger
+
+    client: Client[Any, Any] = client_node.create_client(Trigger, service)
+    try:
+        assert client.wait_for_service(timeout_sec=timeout_s), service
+        future = client.call_async(Trigger.Request())
+        assert wait_until(future.done, timeout_s), f"{service} did not answer"
+        response = future.result()
+        assert response is not None
+        return bool(response.success), str(response.message)
+    finally:
+        client_node.destroy_client(client)

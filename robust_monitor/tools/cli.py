@@ -20,12 +20,24 @@ Runner = Callable[[argparse.Namespace], int]
 def _subcommands() -> list[tuple[str, Callable[[argparse._SubParsersAction], None]]]:  # type: ignore[type-arg]
     # Imported lazily so `robust-monitor --help` stays fast and a broken optional tool cannot
     # take the others down.
-    from robust_monitor.tools import bench, certify_cmd, demo
+    from robust_monitor.tools import (
+        bench,
+        calibrate_cmd,
+        certify_cmd,
+        demo,
+        eval_ood,
+        model_card,
+        ros_cmd,
+    )
 
     return [
         ("demo", demo.add_parser),
         ("certify", certify_cmd.add_parser),
         ("bench", bench.add_parser),
+        ("node, launch", ros_cmd.add_parsers),
+        ("calibrate", calibrate_cmd.add_parser),
+        ("eval-ood", eval_ood.add_parser),
+        ("model-card", model_card.add_parser),
     ]
 
 

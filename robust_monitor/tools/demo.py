@@ -1,9 +1,10 @@
 """``robust-monitor demo``: the README's main command, on the embedded defaults.
 
-Certifies frames of the shipped sample drive with the shipped default model and prints, per
-episode of the drive (from the episode file beside the recording), how often the frame was
-certified and how large the certified radius was. Replay with plots and the arbiter come with
-the replay issue; this stays the quick look.
+Certifies frames of the shipped sample drive with the shipped default model through the same
+pipeline as the monitor node (camera health, certification, calibrated OOD scores) and prints,
+per episode of the drive (from the episode file beside the recording), how often the frame was
+certified, how large the certified radius was and how often the OOD verdict flagged it.
+Replay with plots and the arbiter come with the replay issue; this stays the quick look.
 """
 
 from __future__ import annotations
@@ -19,9 +20,9 @@ import numpy as np
 import yaml
 
 from robust_monitor.assets import SAMPLE_DRIVE
-from robust_monitor.core.certify.engine import SmoothingEngine
 from robust_monitor.core.errors import ConfigError
-from robust_monitor.core.imaging.preprocess import roi_from_metadata, to_model_input
+from robust_monitor.core.ood.verdict import OodLevel
+from robust_monitor.core.pipeline import CertifyConfig, FramePipeline
 from robust_monitor.tools.certify_cmd import add_certification_args
 from robust_monitor.tools.recordings import iter_frames
 
@@ -49,12 +50,19 @@ class EpisodeStats:
     end_s: float
     radii: list[float] = field(default_factory=list)
     abstained: int = 0
+    ood_flagged: int = 0
     labels: dict[str, int] = field(default_factory=dict)
+    reasons: dict[str, int] = field(default_factory=dict)
 
-    def add(self, radius: float, abstained: bool, label: str) -> None:
+    def add(
+        self, radius: float, abstained: bool, label: str, ood: OodLevel, reasons: tuple[str, ...]
+    ) -> None:
         self.radii.append(radius)
         self.abstained += int(abstained)
+        self.ood_flagged += int(ood > OodLevel.OK)
         self.labels[label] = self.labels.get(label, 0) + 1
+        for reason in reasons:
+            self.reasons[reason] = self.reasons.get(reason, 0) + 1
 
 
 def load_episodes(drive: Path) -> list[dict[str, Any]]:
@@ -78,20 +86,28 @@ def find_recording(drive: Path) -> Path:
 def run(args: argparse.Namespace) -> int:
     if args.every < 1:
         raise ConfigError(f"--every must be >= 1, got {args.every}")
-    engine = SmoothingEngine(
-        args.model, args.sigma, batch_size=args.batch, providers=args.provider, seed=args.seed
+    config = CertifyConfig(
+        sigma=args.sigma,
+        n0=args.n0,
+        n=args.n,
+        alpha=args.alpha,
+        batch_size=args.batch,
+        providers=args.provider,
+        seed=args.seed,
     )
-    engine.warmup()
-    roi = roi_from_metadata(engine.spec)
+    pipeline = FramePipeline(args.model, config)
+    pipeline.warmup()
+    engine = pipeline.engine
     episodes = load_episodes(args.drive)
     bag = find_recording(args.drive)
     stats = [
         EpisodeStats(str(e["name"]), str(e.get("kind", "")), float(e["start_s"]), float(e["end_s"]))
         for e in episodes
     ]
+    calibrated = "calibrated OOD scores" if pipeline.calibration else "camera checks only"
     print(
         f"robust_monitor demo: {bag.name} with {engine.spec.name} (sigma {engine.sigma}, "
-        f"n0 {args.n0}, n {args.n}, alpha {args.alpha}) on {engine.provider}"
+        f"n0 {args.n0}, n {args.n}, alpha {args.alpha}, {calibrated}) on {engine.provider}"
     )
     if engine.fallback:
         print(f"note: {engine.fallback}")
@@ -101,14 +117,15 @@ def run(args: argparse.Namespace) -> int:
     for frame in iter_frames(bag):
         t0 = frame.stamp_s if t0 is None else t0
         if frame.index % args.every:
+            # Camera health is stateful (frozen frames, stamp gaps): it sees every frame.
+            pipeline.health.check(frame.image, frame.stamp_s)
             continue
         t = frame.stamp_s - t0
-        cert = engine.certify(
-            to_model_input(frame.image, engine.spec, roi), n0=args.n0, n=args.n, alpha=args.alpha
-        ).certificate
+        result = pipeline.process(frame.image, frame.stamp_s)
+        cert, verdict = result.certificate, result.verdict
         for ep in stats:
             if ep.start_s <= t < ep.end_s:
-                ep.add(cert.radius, cert.abstained, cert.label_name)
+                ep.add(cert.radius, cert.abstained, cert.label_name, verdict.level, verdict.reasons)
         done += 1
         rate = done / (time.perf_counter() - start_wall)
         print(
@@ -119,8 +136,8 @@ def run(args: argparse.Namespace) -> int:
         )
     print(file=sys.stderr)
     print(
-        f"\n{'episode':<22}{'kind':<14}{'time (s)':<14}{'frames':>7}{'certified':>11}"
-        f"{'median r':>10}{'p10 r':>8}  most frequent label"
+        f"\n{'episode':<22}{'kind':<11}{'time (s)':<9}{'frames':>6}{'certified':>10}"
+        f"{'median r':>9}{'p10 r':>7}{'OOD':>6}  most frequent label / OOD reasons"
     )
     for ep in stats:
         n = len(ep.radii)
@@ -128,14 +145,16 @@ def run(args: argparse.Namespace) -> int:
             continue
         certified = 1 - ep.abstained / n
         top = max(ep.labels, key=lambda k: ep.labels[k])
+        reasons = ", ".join(sorted(ep.reasons, key=lambda k: -ep.reasons[k])[:3])
         print(
-            f"{ep.name:<22}{ep.kind:<14}{f'{ep.start_s:.0f}-{ep.end_s:.0f}':<14}{n:>7}"
-            f"{certified:>10.0%}{np.median(ep.radii):>10.3f}{np.percentile(ep.radii, 10):>8.3f}"
-            f"  {top} ({ep.labels[top] / n:.0%})"
+            f"{ep.name:<22}{ep.kind:<11}{f'{ep.start_s:.0f}-{ep.end_s:.0f}':<9}{n:>6}"
+            f"{certified:>10.0%}{np.median(ep.radii):>9.3f}{np.percentile(ep.radii, 10):>7.3f}"
+            f"{ep.ood_flagged / n:>6.0%}  {top} ({ep.labels[top] / n:.0%})"
+            + (f" / {reasons}" if reasons else "")
         )
     elapsed = time.perf_counter() - start_wall
     print(
         f"\n{done} frames certified in {elapsed:.1f} s. Radii are L2 in [0,1]-pixel model space; "
-        "abstentions count as radius 0."
+        "abstentions count as radius 0. OOD: share of frames whose verdict was WARN or ERROR."
     )
     return 0
