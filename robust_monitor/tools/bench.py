@@ -54,6 +54,13 @@ def add_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-ar
     parser.add_argument(
         "--threads", type=int, default=0, help="onnxruntime intra-op threads (0: all)"
     )
+    parser.add_argument(
+        "--arbiter",
+        action="store_true",
+        help="also measure the arbiter's reaction time over DDS on loopback (needs rclpy)",
+    )
+    parser.add_argument("--arbiter-samples", type=int, default=200)
+    parser.add_argument("--no-certify", action="store_true", help="skip the certification benches")
     parser.set_defaults(run=run)
 
 
@@ -209,28 +216,40 @@ def run(args: argparse.Namespace) -> int:
         "machine": machine_info(),
         "model": str(args.model),
     }
-    report["certify_throughput"] = bench_throughput(
-        args.model, args.sigma, args.provider, args.threads, args.rounds, args.samples, args.seed
-    )
-    report["certify_latency"] = bench_latency(
-        args.model,
-        args.sigma,
-        args.provider,
-        args.threads,
-        args.n0,
-        args.latency_n,
-        args.latency_frames,
-        args.batch,
-        args.alpha,
-        args.seed,
-    )
+    if not args.no_certify:
+        report["certify_throughput"] = bench_throughput(
+            args.model,
+            args.sigma,
+            args.provider,
+            args.threads,
+            args.rounds,
+            args.samples,
+            args.seed,
+        )
+        report["certify_latency"] = bench_latency(
+            args.model,
+            args.sigma,
+            args.provider,
+            args.threads,
+            args.n0,
+            args.latency_n,
+            args.latency_frames,
+            args.batch,
+            args.alpha,
+            args.seed,
+        )
+    if args.arbiter:
+        from robust_monitor.tools.bench_arbiter import bench_reaction
+
+        _progress(f"arbiter reaction time over DDS, {args.arbiter_samples} samples")
+        report["arbiter_reaction"] = bench_reaction(args.arbiter_samples)
     text = json.dumps(report, indent=2)
     if args.out:
         args.out.parent.mkdir(parents=True, exist_ok=True)
         args.out.write_text(text + "\n", encoding="utf-8")
     if args.json:
         print(text)
-    else:
+    elif "certify_throughput" in report:
         t = report["certify_throughput"]
         print(f"provider {t['provider']}, batch {t['batch']}: samples/s {t['samples_per_s']}")
         print(
