@@ -434,6 +434,9 @@ class Normaliser:
     def level(self, scores: npt.ArrayLike) -> F64Array:
         s = np.asarray(scores, np.float64)
         out = np.asarray(np.interp(s, self.values, self.ranks), np.float64)
+        # Interpolated levels lie between the end ranks; clipping guards against the rounding of
+        # subnormal score differences.
+        np.clip(out, self.ranks[0], self.ranks[-1], out=out)
         top = float(self.values[-1])
         tail = s > top
         out[tail] = self.ranks[-1] + 1.0 - np.exp(-(s[tail] - top) / self.beta)
