@@ -24,7 +24,7 @@ from rcl_interfaces.msg import SetParametersResult
 from rcl_interfaces.srv import SetParameters
 from rclpy.client import Client
 from rclpy.context import Context
-from rclpy.executors import MultiThreadedExecutor
+from rclpy.executors import SingleThreadedExecutor
 from rclpy.node import Node
 from rclpy.parameter import Parameter
 from sensor_msgs.msg import CompressedImage, Image
@@ -186,12 +186,16 @@ class Inbox:
 
 
 class RosHarness:
-    """One rclpy context and a MultiThreadedExecutor spinning its nodes on a thread."""
+    """One rclpy context and an executor spinning its nodes on a thread.
+
+    A SingleThreadedExecutor, as the nodes' own ``main`` uses: rclpy 9.1's MultiThreadedExecutor
+    busy-loops holding the GIL (ros2/rclpy#1452) and delayed messages by up to a second here.
+    """
 
     def __init__(self) -> None:
         self.context = Context()
         rclpy.init(context=self.context)
-        self.executor = MultiThreadedExecutor(num_threads=4, context=self.context)
+        self.executor = SingleThreadedExecutor(context=self.context)
         self.nodes: list[Node] = []
         self._thread = threading.Thread(target=self._spin, daemon=True)
         self._thread.start()

@@ -207,8 +207,9 @@ def test_a_bad_frame_does_not_stop_later_frames(harness: RosHarness, small_cnn_p
 def test_30hz_camera_keeps_one_pending_frame_and_counts_drops(
     harness: RosHarness, small_cnn_path: Path
 ) -> None:
-    # n = 192 makes certification (~0.1-0.3 s here) much slower than the 33 ms between frames.
-    rig = start(harness, small_cnn_path, n=192, batch_size=192)
+    # n = 2048 makes certification (~0.3 s here; n = 192 takes ~30 ms) much slower than the
+    # 33 ms between frames.
+    rig = start(harness, small_cnn_path, n=2048, batch_size=512)
     pending: list[int] = []
     ages: list[float] = []
 

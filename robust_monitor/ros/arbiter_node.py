@@ -91,10 +91,11 @@ release with the reason and reports ERROR on ``/diagnostics``. Takeover still wo
 timeout (no complete evidence for ``stale_after_s``) is an ERROR on ``/diagnostics``.
 
 Threading: ``main`` spins a SingleThreadedExecutor (every callback is short and never blocks,
-and one thread dispatches with the least latency in rclpy). In a MultiThreadedExecutor (the
-single-process variant, ``combined.py``) the subscriptions, the tick and the services share one
-mutually exclusive callback group, and a lock guards the arbiter against the parameter and
-diagnostics callbacks.
+and one thread dispatches with the least latency in rclpy; rclpy 9.1's MultiThreadedExecutor
+also busy-loops holding the GIL, ros2/rclpy#1452). Should a user spin it in a
+MultiThreadedExecutor anyway, the subscriptions, the tick and the services share one mutually
+exclusive callback group, and a lock guards the arbiter against the parameter and diagnostics
+callbacks.
 """
 
 from __future__ import annotations

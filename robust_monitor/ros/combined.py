@@ -2,8 +2,10 @@
 
     ros2 run robust_monitor robust_monitor_all --ros-args --params-file config/robust_monitor.yaml
 
-Both nodes spin in one MultiThreadedExecutor: the monitor's certification worker thread keeps
-the executor free, and the arbiter's callbacks share one mutually exclusive group. rclpy has no
+Both nodes spin in one SingleThreadedExecutor: the monitor's certification worker thread keeps
+the executor free, so every callback it dispatches is short. (rclpy 9.1's MultiThreadedExecutor
+is avoided on purpose: it spins holding the GIL while a task waits in its thread pool,
+ros2/rclpy#1452, which delayed certificates by up to a second on a 2-core machine.) rclpy has no
 intra-process communication of its own (that is rclcpp's), but both nodes live in one DDS
 participant, where Fast DDS delivers between them without the network stack (its intraprocess
 delivery, on by default); only the topics cross no process boundary, nothing else changes, so
@@ -24,7 +26,7 @@ import sys
 from collections.abc import Sequence
 
 import rclpy
-from rclpy.executors import ExternalShutdownException, MultiThreadedExecutor
+from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
 from rclpy.node import Node
 
 from robust_monitor.ros.arbiter_node import ArbiterNode
@@ -88,7 +90,10 @@ def main(args: list[str] | None = None) -> int:
     nodes: tuple[Node, ...] = ()
     try:
         nodes = create_nodes(args)
-        executor = MultiThreadedExecutor()
+        # One thread: every callback of both nodes is short (certification has its own worker
+        # thread). rclpy 9.1's MultiThreadedExecutor busy-loops holding the GIL while a task
+        # waits in its pool (ros2/rclpy#1452): it delayed certificates by up to a second here.
+        executor = SingleThreadedExecutor()
         for node in nodes:
             executor.add_node(node)
         executor.spin()

@@ -82,7 +82,7 @@ from rclpy.callback_groups import MutuallyExclusiveCallbackGroup
 from rclpy.clock import Clock
 from rclpy.clock_type import ClockType
 from rclpy.exceptions import InvalidTopicNameException
-from rclpy.executors import ExternalShutdownException, MultiThreadedExecutor
+from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
 from rclpy.node import Node
 from rclpy.parameter import Parameter
 from rclpy.validate_topic_name import validate_topic_name
@@ -859,7 +859,10 @@ def main(args: list[str] | None = None) -> int:
     node: MonitorNode | None = None
     try:
         node = MonitorNode()
-        executor = MultiThreadedExecutor()
+        # Certification runs on the node's own worker thread, so every executor callback is
+        # short; one thread serves them (rclpy 9.1's MultiThreadedExecutor busy-loops holding
+        # the GIL while a task waits in its pool, ros2/rclpy#1452, and starves that worker).
+        executor = SingleThreadedExecutor()
         executor.add_node(node)
         executor.spin()
     except (KeyboardInterrupt, ExternalShutdownException):
