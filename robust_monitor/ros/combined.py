@@ -25,12 +25,11 @@ from __future__ import annotations
 import sys
 from collections.abc import Sequence
 
-import rclpy
-from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
 from rclpy.node import Node
 
 from robust_monitor.ros.arbiter_node import ArbiterNode
 from robust_monitor.ros.monitor_node import MonitorNode
+from robust_monitor.ros.spin import run_nodes
 
 _ROS_ARGS = "--ros-args"
 _END = "--"
@@ -86,24 +85,7 @@ def create_nodes(argv: Sequence[str] | None = None, **kwargs: object) -> tuple[N
 
 def main(args: list[str] | None = None) -> int:
     """Entry point: spin monitor and arbiter until SIGINT (Ctrl-C) or a ROS shutdown; returns 0."""
-    rclpy.init(args=args)
-    nodes: tuple[Node, ...] = ()
-    try:
-        nodes = create_nodes(args)
-        # One thread: every callback of both nodes is short (certification has its own worker
-        # thread). rclpy 9.1's MultiThreadedExecutor busy-loops holding the GIL while a task
-        # waits in its pool (ros2/rclpy#1452): it delayed certificates by up to a second here.
-        executor = SingleThreadedExecutor()
-        for node in nodes:
-            executor.add_node(node)
-        executor.spin()
-    except (KeyboardInterrupt, ExternalShutdownException):
-        pass
-    finally:
-        for node in reversed(nodes):
-            node.destroy_node()
-        rclpy.try_shutdown()
-    return 0
+    return run_nodes(lambda: create_nodes(args), args)
 
 
 if __name__ == "__main__":

@@ -75,14 +75,12 @@ from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
-import rclpy
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
 from rcl_interfaces.msg import SetParametersResult
 from rclpy.callback_groups import MutuallyExclusiveCallbackGroup
 from rclpy.clock import Clock
 from rclpy.clock_type import ClockType
 from rclpy.exceptions import InvalidTopicNameException
-from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
 from rclpy.node import Node
 from rclpy.parameter import Parameter
 from rclpy.validate_topic_name import validate_topic_name
@@ -114,6 +112,7 @@ from robust_monitor.ros.qos import (
     evidence_qos,
     latched_qos,
 )
+from robust_monitor.ros.spin import run_nodes
 
 NODE_NAME = "robust_monitor"
 WARN_THROTTLE_S = 5.0
@@ -855,23 +854,9 @@ def _refuse(reason: str) -> SetParametersResult:
 
 def main(args: list[str] | None = None) -> int:
     """Entry point: spin the monitor until SIGINT (Ctrl-C) or a ROS shutdown; returns 0."""
-    rclpy.init(args=args)
-    node: MonitorNode | None = None
-    try:
-        node = MonitorNode()
-        # Certification runs on the node's own worker thread, so every executor callback is
-        # short; one thread serves them (rclpy 9.1's MultiThreadedExecutor busy-loops holding
-        # the GIL while a task waits in its pool, ros2/rclpy#1452, and starves that worker).
-        executor = SingleThreadedExecutor()
-        executor.add_node(node)
-        executor.spin()
-    except (KeyboardInterrupt, ExternalShutdownException):
-        pass
-    finally:
-        if node is not None:
-            node.destroy_node()
-        rclpy.try_shutdown()
-    return 0
+    # Certification runs on the node's own worker thread, so every executor callback is short
+    # and one thread serves them (spin.py says why not the MultiThreadedExecutor).
+    return run_nodes(lambda: [MonitorNode()], args)
 
 
 if __name__ == "__main__":
