@@ -98,6 +98,34 @@ def _noise_nodes(
     return nodes, inits
 
 
+NOISE_SUM = "noise_sum"
+
+
+def build_noise_graph(
+    shape: tuple[int, int, int], sigma: float, seed: float, noise: str = "box_muller"
+) -> onnx.ModelProto:
+    """The smoothing graph's noise generation alone, for benchmarks: inputs FRAME [C, H, W] and
+    NUM_NOISY, output NOISE_SUM (a scalar, so the noise is made but only 4 bytes leave)."""
+    if noise not in NOISE_KINDS:
+        raise ValueError(f"noise must be one of {NOISE_KINDS}, got {noise!r}")
+    nodes, inits = _noise_nodes(sigma, seed, noise)
+    nodes.append(helper.make_node("ReduceSum", ["noise"], [NOISE_SUM], keepdims=0))
+    graph = helper.make_graph(
+        nodes,
+        "smoothing_noise",
+        [
+            helper.make_tensor_value_info(FRAME, TensorProto.FLOAT, list(shape)),
+            helper.make_tensor_value_info(NUM_NOISY, TensorProto.INT64, [1]),
+        ],
+        [helper.make_tensor_value_info(NOISE_SUM, TensorProto.FLOAT, [])],
+        initializer=inits,
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 10  # onnxruntime 1.31 reads up to 13
+    onnx.checker.check_model(model)
+    return model
+
+
 def build_smoothing_graph(
     base: onnx.ModelProto, spec: ModelSpec, sigma: float, seed: float, noise: str = "box_muller"
 ) -> onnx.ModelProto:

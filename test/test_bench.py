@@ -1,0 +1,51 @@
+"""``robust-monitor bench``'s certification throughput report, run small on the real engine."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import onnxruntime as ort
+import pytest
+from scipy import stats
+
+from robust_monitor.core.certify.graph import (
+    FRAME,
+    NOISE_KINDS,
+    NOISE_SUM,
+    NUM_NOISY,
+    build_noise_graph,
+)
+from robust_monitor.tools.bench import bench_throughput
+
+
+@pytest.mark.parametrize("noise", NOISE_KINDS)
+def test_the_noise_graph_makes_n_sigma_squared_variance(noise: str) -> None:
+    """The benchmark's noise-only contender makes the noise the smoothing graph makes: the sum
+    of its C*H*W*n values is N(0, C*H*W*n*sigma^2) (chi-square test of the variance)."""
+    shape, sigma, n, runs = (3, 8, 8), 0.5, 2, 400
+    session = ort.InferenceSession(
+        build_noise_graph(shape, sigma, 7.0, noise).SerializeToString(),
+        providers=["CPUExecutionProvider"],
+    )
+    feed = {FRAME: np.zeros(shape, np.float32), NUM_NOISY: np.array([n], np.int64)}
+    sums = np.array([float(session.run([NOISE_SUM], feed)[0]) for _ in range(runs)])
+    expected_var = np.prod(shape) * n * sigma**2
+    statistic = float(np.sum(sums**2) / expected_var)  # chi-square with `runs` dof
+    assert stats.chi2.sf(statistic, runs) > 1e-3 and stats.chi2.cdf(statistic, runs) > 1e-3
+    assert len(set(sums.tolist())) == runs  # fresh noise on every run
+
+
+def test_throughput_report_has_every_contender_and_consistent_ratios(
+    small_cnn_path: Path,
+) -> None:
+    report = bench_throughput(small_cnn_path, 0.25, "cpu", 0, rounds=1, samples=64, seed=3)
+    rates = report["samples_per_s"]
+    assert set(rates) == {"bare", "smoothing", "host_reference", "noise_only"}
+    assert all(v > 0 for v in rates.values())
+    bound = 1.0 / (1.0 / rates["bare"] + 1.0 / rates["noise_only"])
+    assert report["noise_bound_samples_per_s"] == pytest.approx(bound, rel=1e-3)
+    assert report["ratio_smoothing_over_bare"] == pytest.approx(
+        rates["smoothing"] / rates["bare"], abs=2e-3
+    )
+    assert report["provider"] == "cpu"
