@@ -46,7 +46,7 @@ def _nodes(context, *_args, **_kwargs):  # type: ignore[no-untyped-def]
             emulate_tty=True,
             parameters=[*plan.params_files, plan.parameters],
             remappings=list(plan.remappings),
-            arguments=["--ros-args", "--log-level", options.log_level],
+            ros_arguments=["--log-level", options.log_level],
         )
         for plan in plan_nodes(options)
     ]
