@@ -30,16 +30,19 @@ _FALSE = ("false", "0", "no", "off")
 
 
 def config_dir() -> Path:
-    """The package's config/ folder: the source tree, or share/robust_monitor/config."""
+    """The package's config/ folder: the source tree, else the ament index's share folder (a
+    colcon install), else ``<sys.prefix>/share/robust_monitor/config`` (a pip install). The
+    ament index comes before ``sys.prefix`` so an old pip install in the same Python never
+    shadows the workspace being run."""
     here = Path(__file__).resolve()
     candidates = [here.parents[2] / "config"]
-    candidates.append(Path(sys.prefix) / "share" / "robust_monitor" / "config")
     try:
         from ament_index_python.packages import get_package_share_directory
 
         candidates.append(Path(get_package_share_directory("robust_monitor")) / "config")
     except Exception:  # no ament index (pip install) or package not in it
         pass
+    candidates.append(Path(sys.prefix) / "share" / "robust_monitor" / "config")
     for candidate in candidates:
         if (candidate / "robust_monitor.yaml").is_file():
             return candidate
