@@ -180,6 +180,36 @@ def test_missing_frames_hold_the_ramp(drive: Drive) -> None:
     assert "until fresh healthy evidence" in reasons_of(drive.decisions[-1])
 
 
+def test_ticks_between_frames_do_not_slow_the_ramp(
+    policy: ArbiterPolicy, frame: FrameFactory
+) -> None:
+    """A 15 Hz camera beside the node's 20 Hz tick: the limit still climbs at ramp_up_mps2
+    (it rises on each frame by the time since the previous frame, ticks only hold it)."""
+    arbiter, t, period = Arbiter(policy), 100.0, 1 / 15
+    for _ in range(60):  # healthy for the recovery time
+        t += period
+        arbiter.step(t, frame(t, 0.6))
+    answer, _ = arbiter.request(t, OperatorRequest.RELEASE)
+    assert answer.accepted
+    released_s, reached_s = t, None
+    frames = [t + period * (k + 1) for k in range(400)]
+    ticks = [t + 0.05 * (k + 1) + 0.013 for k in range(530)]
+    events = sorted([(s, True) for s in frames] + [(s, False) for s in ticks])
+    limits = []
+    for stamp_s, is_frame in events:
+        decision = arbiter.step(stamp_s, frame(stamp_s, 0.6) if is_frame else None)
+        if not is_frame:
+            assert not limits or decision.speed_limit_mps <= limits[-1][1]  # ticks never raise
+        limits.append((stamp_s, decision.speed_limit_mps))
+        if reached_s is None and decision.speed_limit_mps >= policy.nominal_speed_mps:
+            reached_s = stamp_s
+    assert reached_s is not None
+    ramp_s = policy.nominal_speed_mps / policy.ramp_up_mps2
+    assert ramp_s <= reached_s - released_s <= ramp_s + 2 * period
+    for (t0, v0), (t1, v1) in itertools.combinations(limits, 2):
+        assert v1 - v0 <= policy.ramp_up_mps2 * (t1 - t0) + period * policy.ramp_up_mps2 + 1e-9
+
+
 # --- degraded, handover, hysteresis, debounce ---------------------------------------------------
 def test_one_bad_frame_lowers_the_limit_at_once_but_not_the_state(
     nominal: Drive, policy: ArbiterPolicy

@@ -136,6 +136,10 @@ class ArbiterMemory:
     """Consecutive complete frames better than HANDOVER level."""
     healthy_since_s: float | None = None
     """Stamp of the first frame of the current unbroken run of strictly healthy frames."""
+    evidence_clock_s: float | None = None
+    """Time of the latest step that accepted evidence (clock, not stamp): a rise of the limit
+    is measured from there, so the evidence-free steps between frames (the node's tick) do not
+    use up the ramp."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -166,11 +170,13 @@ def advance(
 
     accepted: bool | None = None
     frame: _Frame | None = None
+    previous_evidence_s = m.evidence_clock_s
     if evidence is not None:
         problem = "clock fault" if clock_fault else _validate(policy, m, t, evidence)
         if problem is None:
             accepted = True
             m, frame = _accept(policy, m, t, evidence)
+            m = replace(m, evidence_clock_s=t)
         else:
             accepted = False
             events.append(f"evidence rejected: {problem}")
@@ -199,7 +205,13 @@ def advance(
         m, response = _operator(policy, m, t, operator, clock_fault, events)
 
     may_rise = frame is not None and frame.complete and frame.level < EvidenceLevel.HANDOVER
-    limit, limit_reason = _limit(policy, m, t, dt, prev_limit, may_rise and not clock_fault)
+    # Only evidence raises the limit, by ramp_up_mps2 times the time since the previous step
+    # that had evidence (at most stale_after_s): ticks in between hold the limit but must not
+    # shorten the ramp, or a 20 Hz tick beside a 15 Hz camera would halve the ramp rate.
+    rise_dt = dt
+    if previous_evidence_s is not None:
+        rise_dt = min(max(0.0, t - previous_evidence_s), policy.stale_after_s)
+    limit, limit_reason = _limit(policy, m, t, rise_dt, prev_limit, may_rise and not clock_fault)
     m = replace(m, limit_mps=limit)
 
     reasons = [*events, *m.frame_reasons]
@@ -299,6 +311,7 @@ def _fault(m: ArbiterMemory, t: float, shift_s: float, events: list[str]) -> Arb
         last_stamp_s=shifted(m.last_stamp_s),
         fresh_stamp_s=shifted(m.fresh_stamp_s),
         healthy_since_s=None,
+        evidence_clock_s=None,  # the next rise is measured from the next step, not across a jump
         below_degraded=0,
         below_handover=0,
     )
