@@ -27,6 +27,8 @@ def _subcommands() -> list[tuple[str, Callable[[argparse._SubParsersAction], Non
         demo,
         eval_ood,
         model_card,
+        play_cmd,
+        replay,
         ros_cmd,
     )
 
@@ -38,6 +40,8 @@ def _subcommands() -> list[tuple[str, Callable[[argparse._SubParsersAction], Non
         ("calibrate", calibrate_cmd.add_parser),
         ("eval-ood", eval_ood.add_parser),
         ("model-card", model_card.add_parser),
+        ("replay", replay.add_parser),
+        ("play", play_cmd.add_parser),
     ]
 
 
