@@ -1,0 +1,435 @@
+"""Sequential, deadline-aware certification: stop sampling as soon as the answer is known.
+
+Cohen's CERTIFY draws a fixed number ``n`` of estimation samples. Here the estimation samples
+come in batches ("looks"), and after each look the procedure stops as soon as
+
+* ``certified``: ``p_lower >= Phi(r_required / sigma)``, so the certified radius is at least
+  ``r_required``;
+* ``unreachable``: ``p_upper < Phi(r_required / sigma)``, so no number of further samples would
+  certify ``r_required`` (at this alpha);
+* ``budget``: the time budget (measured from the start of the frame) is spent, or
+* ``max_n``: ``max_n`` estimation samples have been drawn,
+
+and reports the radius ``sigma * Phi^-1(p_lower)`` of the running lower bound (or abstains when
+``p_lower < 1/2``), as CERTIFY does.
+
+Why the bounds survive optional stopping: ``p_lower`` and ``p_upper`` are a *confidence
+sequence* for ``p_A``, not a confidence interval recomputed at each look. For the votes
+``S_n`` of ``c_A`` among the first ``n`` estimation samples, Robbins' Beta-binomial mixture
+
+    M_n(p) = B(a + S_n, b + n - S_n) / B(a, b) / (p^S_n (1 - p)^(n - S_n))
+
+(the likelihood ratio of the Beta(a, b)-mixture against ``p``, Robbins 1970) is a nonnegative
+martingale with ``M_0 = 1`` when ``p`` is the true ``p_A``, so by Ville's inequality
+``P(exists n >= 1: M_n(p_A) >= 1/alpha) <= alpha``. The set ``{p : M_n(p) < 1/alpha}`` is an
+interval (``-log`` likelihood is convex in ``p``) that contains ``S_n / n``; its end points,
+intersected over all looks so far, are ``p_lower`` and ``p_upper``. Hence with probability at
+least ``1 - alpha``, *simultaneously for every n*, ``p_lower <= p_A <= p_upper``: the bounds
+stay valid at any stopping time, whatever rule (data, clock, deadline, batch sizes chosen from
+the data) decided when to look and when to stop. See Howard, Ramdas, McAuliffe & Sekhon (2021),
+"Time-uniform, nonparametric, nonasymptotic confidence sequences", Ann. Statist. 49(2), and, for
+randomized smoothing, Voráček (2024), "Treatment of statistical estimation problems in
+randomized smoothing for model verification" (arXiv 2406.17830).
+
+The pure functions (``mixture_bounds``, ``mixture_bounds_array``, ``ConfidenceSequence``,
+``required_p``, ``max_certifiable_radius``) import nothing from ONNX and can be reused by the
+arbiter and the bench; ``certify_sequential`` drives a ``SmoothingEngine``.
+"""
+
+from __future__ import annotations
+
+import math
+import numbers
+import time
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Literal
+
+import numpy as np
+import numpy.typing as npt
+from scipy.special import betaln
+from scipy.stats import norm
+
+from robust_monitor.core.certify.certificate import ABSTAIN, Certificate
+from robust_monitor.core.certify.stats import radius_from_p_lower, validate_alpha
+from robust_monitor.core.errors import ConfigError
+
+if TYPE_CHECKING:  # the engine (and onnxruntime) only when a caller has one
+    from robust_monitor.core.certify.engine import SmoothingEngine
+
+Decision = Literal["certified", "unreachable", "budget", "max_n"]
+DECISIONS: tuple[Decision, ...] = ("certified", "unreachable", "budget", "max_n")
+
+PRIOR_A = 0.5
+PRIOR_B = 0.5
+"""Beta(1/2, 1/2) (Jeffreys) mixing prior: symmetric, and within a few percent of Beta(1, 1) and of
+priors leaning towards 1 over p_A in 0.6 to 0.99; priors leaning towards 1 are tighter only when
+nearly every vote agrees."""
+
+FIRST_LOOK = 32
+GROWTH = 1.25
+"""Adaptive looks (``batch_size=None``): the first look has ``FIRST_LOOK`` samples, each later one
+grows the total by ``GROWTH`` (so about ``log(max_n / 32) / log(1.25)`` looks in all)."""
+
+_BISECTIONS = 64  # halves [0, 1] below 1e-19, under the spacing of doubles; also caps Newton
+
+
+# -- confidence sequence (pure) -------------------------------------------------------------------
+def _check_counts(count: int, n: int) -> None:
+    if n < 0 or not 0 <= count <= n:
+        raise ConfigError(f"need 0 <= count <= n, got count={count}, n={n}")
+
+
+def _check_prior(a: float, b: float) -> None:
+    if not (a > 0 and b > 0 and math.isfinite(a) and math.isfinite(b)):
+        raise ConfigError(f"prior parameters a and b must be finite and > 0, got a={a}, b={b}")
+
+
+def mixture_bounds(
+    count: int, n: int, alpha: float, a: float = PRIOR_A, b: float = PRIOR_B
+) -> tuple[float, float]:
+    """``(p_lower, p_upper)`` of the Beta(a, b)-binomial mixture confidence sequence after ``n``
+    Bernoulli trials with ``count`` successes.
+
+    Guarantee: for i.i.d. Bernoulli(p) trials, ``P(exists n: p < p_lower_n or p > p_upper_n)
+    <= alpha`` (Ville's inequality on Robbins' mixture martingale), so the bounds may be read at
+    any stopping time. Both ends are rounded outward (each returned bound lies outside the set
+    ``{p : M_n(p) < 1/alpha}``, at or beyond its end). ``n = 0`` gives ``(0, 1)``.
+    """
+    _check_counts(count, n)
+    alpha = validate_alpha(alpha)
+    _check_prior(a, b)
+    if n == 0:
+        return 0.0, 1.0
+    # M_n(p) >= 1/alpha  <=>  log-lik(p) <= log(marginal likelihood) + log(alpha) =: level.
+    level = float(betaln(a + count, b + n - count) - betaln(a, b)) + math.log(alpha)
+    p_lower = 0.0 if count == 0 else _set_end(count, n, level, upward=False)
+    p_upper = 1.0 if count == n else _set_end(count, n, level, upward=True)
+    return p_lower, p_upper
+
+
+def _log_likelihood(count: int, n: int, p: float) -> float:
+    out = 0.0
+    if count:
+        out += count * math.log(p) if p > 0.0 else -math.inf
+    if n - count:
+        out += (n - count) * math.log1p(-p) if p < 1.0 else -math.inf
+    return out
+
+
+def _set_end(count: int, n: int, level: float, upward: bool) -> float:
+    """The end of ``{p : log-lik(p) > level}`` above (``upward``) or below ``count / n``, rounded
+    outward: the returned point is outside the set (or is 0 or 1).
+
+    ``level - log-lik(p)`` is convex in ``p``, so Newton's method started outside the set moves
+    monotonically towards the end and never crosses it (a tangent of a convex function lies
+    below it); an iterate that rounding puts inside is discarded.
+    """
+    p_hat = count / n
+    edge = 1.0 if upward else 0.0
+    inside = p_hat
+    # Start where a quadratic approximation of the log-likelihood puts the end, moving out
+    # (then bisecting towards the edge) until the point is outside with a finite likelihood.
+    gap = _log_likelihood(count, n, p_hat) - level
+    step = 1.5 * math.sqrt(2.0 * gap * max(p_hat * (1.0 - p_hat), 1.0 / n) / n)
+    out = p_hat + step if upward else p_hat - step
+    for _ in range(_BISECTIONS):
+        if 0.0 < out < 1.0 and _log_likelihood(count, n, out) <= level:
+            break
+        if 0.0 < out < 1.0:
+            inside = out
+        out = 0.5 * (inside + edge)
+    else:
+        return edge
+    for _ in range(_BISECTIONS):
+        margin = level - _log_likelihood(count, n, out)
+        slope = (n - count) / (1.0 - out) - count / out
+        if slope == 0.0:
+            break
+        nxt = out - margin / slope
+        if not (min(out, inside) < nxt < max(out, inside)) or nxt == out:
+            break
+        if _log_likelihood(count, n, nxt) > level:
+            # Rounding put the iterate just inside: back off by growing multiples of an ulp.
+            for j in range(_BISECTIONS):
+                back = nxt + (math.ulp(nxt) * 2.0**j if upward else -math.ulp(nxt) * 2.0**j)
+                if not min(out, nxt) < back < max(out, nxt):
+                    break
+                if _log_likelihood(count, n, back) <= level:
+                    out = back
+                    break
+            break
+        out = nxt
+    return out
+
+
+def mixture_bounds_array(
+    count: npt.ArrayLike, n: npt.ArrayLike, alpha: float, a: float = PRIOR_A, b: float = PRIOR_B
+) -> tuple[np.ndarray, np.ndarray]:
+    """Vectorised ``mixture_bounds`` over arrays of counts and trial numbers (same shape or
+    broadcastable); for simulations and the bench. Returns float64 arrays ``(p_lower, p_upper)``.
+    """
+    k = np.asarray(count, dtype=np.float64)
+    m = np.asarray(n, dtype=np.float64)
+    k, m = np.broadcast_arrays(k, m)
+    if np.any(m < 0) or np.any(k < 0) or np.any(k > m):
+        raise ConfigError("need 0 <= count <= n for every element")
+    alpha = validate_alpha(alpha)
+    _check_prior(a, b)
+    safe_m = np.where(m > 0, m, 1.0)
+    level = betaln(a + k, b + m - k) - betaln(a, b) + math.log(alpha)
+    p_hat = k / safe_m
+
+    def outside(p: np.ndarray) -> np.ndarray:
+        with np.errstate(divide="ignore", invalid="ignore"):
+            loglik = np.where(k > 0, k * np.log(p), 0.0) + np.where(
+                m > k, (m - k) * np.log1p(-p), 0.0
+            )
+        return np.asarray(loglik <= level)
+
+    def crossing(inside: np.ndarray, out: np.ndarray) -> np.ndarray:
+        for _ in range(_BISECTIONS):
+            mid = 0.5 * (inside + out)
+            is_out = outside(mid)
+            out = np.where(is_out, mid, out)
+            inside = np.where(is_out, inside, mid)
+        return out
+
+    p_lower = np.where(k > 0, crossing(p_hat.copy(), np.zeros_like(p_hat)), 0.0)
+    p_upper = np.where(k < m, crossing(p_hat.copy(), np.ones_like(p_hat)), 1.0)
+    empty = m == 0
+    return np.where(empty, 0.0, p_lower), np.where(empty, 1.0, p_upper)
+
+
+class ConfidenceSequence:
+    """Running anytime-valid bounds on a Bernoulli mean, updated one batch ("look") at a time.
+
+    ``p_lower`` / ``p_upper`` are the running intersection (max of lower ends, min of upper
+    ends) of ``mixture_bounds`` over all looks so far; the intersection of a confidence sequence
+    is one too, so: with probability at least ``1 - alpha``, for every look at once,
+    ``p_lower <= p <= p_upper``.
+    """
+
+    def __init__(self, alpha: float, a: float = PRIOR_A, b: float = PRIOR_B) -> None:
+        self.alpha = validate_alpha(alpha)
+        _check_prior(a, b)
+        self.a, self.b = float(a), float(b)
+        self.count = 0
+        self.n = 0
+        self.looks = 0
+        self.p_lower = 0.0
+        self.p_upper = 1.0
+
+    def update(self, count: int, n: int) -> tuple[float, float]:
+        """Add a batch of ``n`` trials with ``count`` successes; return ``(p_lower, p_upper)``."""
+        _check_counts(int(count), int(n))
+        self.count += int(count)
+        self.n += int(n)
+        self.looks += 1
+        lo, hi = mixture_bounds(self.count, self.n, self.alpha, self.a, self.b)
+        self.p_lower = max(self.p_lower, lo)
+        self.p_upper = min(self.p_upper, hi)
+        return self.p_lower, self.p_upper
+
+
+def required_p(r_required: float, sigma: float) -> float:
+    """``Phi(r_required / sigma)``: the smallest ``p_lower`` whose radius is ``>= r_required``."""
+    return float(norm.cdf(r_required / sigma))
+
+
+def max_certifiable_radius(sigma: float, alpha: float, max_n: int) -> float:
+    """The largest radius the sequential mode can certify with ``max_n`` estimation samples,
+    reached when every vote agrees: ``sigma * Phi^-1(p_lower(max_n, max_n))``. A node can check
+    ``r_required`` against it at start-up."""
+    p_lower, _ = mixture_bounds(int(max_n), int(max_n), alpha)
+    return radius_from_p_lower(p_lower, sigma)
+
+
+# -- configuration and result ---------------------------------------------------------------------
+def _is_int(value: object) -> bool:
+    return isinstance(value, numbers.Integral) and not isinstance(value, bool)
+
+
+def _is_real(value: object) -> bool:
+    return isinstance(value, numbers.Real) and not isinstance(value, bool)
+
+
+@dataclass(frozen=True, slots=True)
+class SequentialConfig:
+    """Parameters of sequential certification (units in the names).
+
+    ``r_required``: the L2 radius (model-input space, as ``Certificate.radius``) a frame must
+    be certified for, >= 0. ``budget_ms``: wall-time budget per frame in milliseconds from the
+    start of the frame (selection included), or None for no deadline; it is checked before
+    every batch, so a frame overruns it by at most one batch. ``alpha``: error level of the
+    whole sequential procedure. ``n0``: selection samples. ``batch_size``: estimation samples
+    per look, or None for adaptive looks (``FIRST_LOOK`` samples, then the total grows by
+    ``GROWTH`` per look, capped by the engine's batch size and, under a budget, by what the
+    measured throughput can fit in the time left; a fixed look larger than the engine's batch
+    size runs as several engine batches with no clock check between them). ``max_n``: most
+    estimation samples per frame.
+    """
+
+    r_required: float
+    budget_ms: float | None = None
+    alpha: float = 0.001
+    n0: int = 64
+    batch_size: int | None = None
+    max_n: int = 10_000
+
+    def __post_init__(self) -> None:
+        r = self.r_required
+        if not _is_real(r) or not math.isfinite(r) or r < 0:
+            raise ConfigError(f"r_required must be a finite number >= 0 (an L2 radius), got {r!r}")
+        budget = self.budget_ms
+        if budget is not None and (
+            not _is_real(budget) or not math.isfinite(budget) or budget <= 0
+        ):
+            raise ConfigError(
+                f"budget_ms must be None (no deadline) or a finite number of milliseconds > 0, "
+                f"got {budget!r}"
+            )
+        if not _is_real(self.alpha):
+            raise ConfigError(f"alpha must be a number in (0, 1), got {self.alpha!r}")
+        validate_alpha(self.alpha)
+        if not _is_int(self.n0) or self.n0 < 1:
+            raise ConfigError(f"n0 (selection samples) must be an integer >= 1, got {self.n0!r}")
+        if self.batch_size is not None and (not _is_int(self.batch_size) or self.batch_size < 1):
+            raise ConfigError(
+                f"batch_size must be None (adaptive) or an integer >= 1, got {self.batch_size!r}"
+            )
+        if not _is_int(self.max_n) or self.max_n < 1:
+            raise ConfigError(
+                f"max_n (most estimation samples per frame) must be an integer >= 1, "
+                f"got {self.max_n!r}"
+            )
+
+
+@dataclass(frozen=True, slots=True)
+class SequentialResult:
+    """Outcome of ``certify_sequential`` for one frame.
+
+    ``certificate`` is the same dataclass CERTIFY returns (``n`` = estimation samples actually
+    drawn, ``p_lower`` = the confidence sequence's running lower bound); ``clean_logits`` and
+    ``clean_features`` are the clean frame's outputs for OOD scoring, as in ``SmoothingResult``.
+    """
+
+    certificate: Certificate
+    clean_logits: np.ndarray
+    clean_features: np.ndarray | None
+    decision: Decision
+    looks: int
+    """Estimation batches drawn (0 when the budget ran out during selection)."""
+    p_upper: float
+    """Running upper confidence bound on ``p_A`` (1.0 before the first look)."""
+    p_required: float
+    """``Phi(r_required / sigma)``, the threshold both bounds were compared with."""
+
+
+# -- the procedure --------------------------------------------------------------------------------
+def _next_look(
+    config: SequentialConfig,
+    n: int,
+    engine_batch: int,
+    rate_per_ms: float | None,
+    remaining_ms: float | None,
+) -> int:
+    left = config.max_n - n
+    if config.batch_size is not None:
+        return min(config.batch_size, left)
+    size = FIRST_LOOK if n == 0 else max(1, math.ceil(n * (GROWTH - 1.0)))
+    size = min(size, engine_batch, left)
+    if rate_per_ms is not None and remaining_ms is not None:
+        # Fit the look in the time left, but never below a handful of samples.
+        size = min(size, max(8, int(rate_per_ms * remaining_ms)))
+    return max(1, min(size, left))
+
+
+def certify_sequential(
+    engine: SmoothingEngine, frame: np.ndarray, config: SequentialConfig
+) -> SequentialResult:
+    """Sequential CERTIFY of one frame, stopping as soon as ``r_required`` is decided.
+
+    ``n0`` selection samples choose ``c_A`` (argmax of their votes; they take no part in the
+    estimate). Estimation samples then arrive in looks; after each, the confidence sequence of
+    ``p_A = P(f(frame + eps) = c_A)`` is updated and the procedure stops with ``decision``
+    ``"certified"`` (``p_lower >= Phi(r_required / sigma)``), ``"unreachable"`` (``p_upper <
+    Phi(r_required / sigma)``), ``"max_n"`` or ``"budget"`` (checked before every look and
+    after selection). The certificate carries ``c_A`` and radius ``sigma * Phi^-1(p_lower)``,
+    or abstains (label -1, radius 0) when ``p_lower < 1/2``.
+
+    Guarantee (any stopping rule, including the clock): with probability at least ``1 - alpha``
+    over the estimation noise, ``p_lower <= p_A <= p_upper`` at every look at once. Hence
+    (i) unless the certificate abstains, the smoothed classifier returns ``label`` everywhere
+    within L2 distance ``radius`` of ``frame`` (Cohen et al. 2019, Theorem 1), except with
+    probability at most alpha; in particular ``"certified"`` is reported when
+    ``sigma * Phi^-1(p_A) < r_required`` with probability at most alpha; and (ii)
+    ``"unreachable"`` is reported when ``p_A >= Phi(r_required / sigma)`` with probability at
+    most alpha. (i) and (ii) fail together with probability at most alpha, not 2 alpha.
+
+    Raises ConfigError when ``r_required`` exceeds ``max_certifiable_radius`` (no frame could
+    ever be certified) and InputError for a malformed frame.
+    """
+    start = time.perf_counter()
+    sigma = engine.sigma
+    p_required = required_p(config.r_required, sigma)
+    ceiling = max_certifiable_radius(sigma, config.alpha, config.max_n)
+    if config.r_required > ceiling:
+        raise ConfigError(
+            f"r_required={config.r_required} cannot be certified with max_n={config.max_n} "
+            f"samples at alpha={config.alpha} and sigma={sigma} (at most {ceiling:.4g}); "
+            "raise max_n or lower r_required"
+        )
+    x = engine.check_frame(frame)
+    selection = engine.sample(x, config.n0, with_clean=True)
+    label = int(np.argmax(selection.counts))
+    cs = ConfidenceSequence(config.alpha)
+    decision: Decision
+    rate_per_ms: float | None = None
+    estimation_start = time.perf_counter()
+    while True:
+        elapsed_ms = (time.perf_counter() - start) * 1e3
+        if config.budget_ms is not None and elapsed_ms >= config.budget_ms:
+            decision = "budget"
+            break
+        remaining = None if config.budget_ms is None else config.budget_ms - elapsed_ms
+        size = _next_look(config, cs.n, engine.batch_size, rate_per_ms, remaining)
+        batch = engine.sample(x, size, with_clean=False)
+        p_lower, p_upper = cs.update(int(batch.counts[label]), size)
+        # Throughput over everything a look costs (sampling and bounds), for sizing looks.
+        spent_ms = (time.perf_counter() - estimation_start) * 1e3
+        rate_per_ms = cs.n / spent_ms if spent_ms > 0 else None
+        if p_lower >= p_required and p_lower >= 0.5:
+            decision = "certified"
+            break
+        if p_upper < p_required:
+            decision = "unreachable"
+            break
+        if cs.n >= config.max_n:
+            decision = "max_n"
+            break
+    abstained = cs.p_lower < 0.5
+    out_label = ABSTAIN if abstained else label
+    cert = Certificate(
+        label=out_label,
+        p_lower=cs.p_lower,
+        radius=0.0 if abstained else radius_from_p_lower(cs.p_lower, sigma),
+        n0=int(config.n0),
+        n=cs.n,
+        alpha=float(config.alpha),
+        sigma=sigma,
+        abstained=abstained,
+        provider=engine.provider,
+        latency_ms=(time.perf_counter() - start) * 1e3,
+        count=cs.count,
+        label_name=engine.spec.class_name(out_label),
+    )
+    assert selection.clean_logits is not None
+    return SequentialResult(
+        certificate=cert,
+        clean_logits=selection.clean_logits,
+        clean_features=selection.clean_features,
+        decision=decision,
+        looks=cs.looks,
+        p_upper=cs.p_upper,
+        p_required=p_required,
+    )

@@ -1,0 +1,339 @@
+"""Sequential (anytime-valid) certification, against closed forms and by error rates over trials.
+
+The soundness tests use the two-class linear model of ``conftest.py``: at ``x(t)`` the smoothed
+probability is ``Phi(t / sigma)`` and the true radius is ``t``. They run at a large alpha (0.1)
+and with 20 looks per frame, so that the same test catches a procedure that is *not* valid
+under optional stopping: ``test_naive_repeated_clopper_pearson_exceeds_alpha`` runs such a
+procedure in the same setting and shows the check failing for it.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+from scipy.special import betaln
+from scipy.stats import beta, binom, binomtest, norm
+
+from robust_monitor.core.certify.engine import SmoothingEngine
+from robust_monitor.core.certify.sequential import (
+    DECISIONS,
+    ConfidenceSequence,
+    SequentialConfig,
+    certify_sequential,
+    max_certifiable_radius,
+    mixture_bounds,
+    mixture_bounds_array,
+    required_p,
+)
+from robust_monitor.core.certify.stats import clopper_pearson_lower, radius_from_p_lower
+from robust_monitor.core.errors import ConfigError
+from robust_monitor.tools.reference_models import linear_truth
+
+SIGMA = 0.25
+R_REQUIRED = 0.25  # Phi(1) = 0.841: a threshold p_A meets at moderate sample sizes
+LOOSE_ALPHA = 0.1  # large, so that an invalid procedure's excess shows in a few hundred trials
+LOOKS, LOOK_SIZE, N0 = 20, 100, 64
+BELOW, ABOVE = 0.98, 1.02  # true radius t = fraction * r_required
+
+
+def not_significantly_above(errors: int, trials: int, alpha: float) -> bool:
+    """One-sided binomial test of H0 'error rate <= alpha' at the 1% level (True = pass)."""
+    return bool(binomtest(errors, trials, alpha, alternative="greater").pvalue > 0.01)
+
+
+@pytest.fixture(scope="module")
+def engine(linear_setup) -> SmoothingEngine:
+    return SmoothingEngine(linear_setup.path, SIGMA, batch_size=5000, seed=2406)
+
+
+# -- the confidence sequence, pure ----------------------------------------------------------------
+def test_uniform_prior_bounds_have_a_closed_form_when_every_vote_agrees() -> None:
+    # Beta(1, 1): marginal likelihood 1/(n+1), so the set ends where p^n = alpha / (n + 1).
+    for n, alpha in [(10, 0.05), (1000, 0.001), (50_000, 1e-6)]:
+        p_lower, p_upper = mixture_bounds(n, n, alpha, a=1.0, b=1.0)
+        assert p_upper == 1.0
+        assert p_lower == pytest.approx((alpha / (n + 1)) ** (1 / n), rel=1e-12, abs=1e-15)
+        assert p_lower <= (alpha / (n + 1)) ** (1 / n) + 1e-15  # rounded outward
+        p_lower, p_upper = mixture_bounds(0, n, alpha, a=1.0, b=1.0)
+        assert p_lower == 0.0
+        assert p_upper == pytest.approx(1 - (alpha / (n + 1)) ** (1 / n), rel=1e-9)
+
+
+def test_bounds_contain_the_estimate_and_are_wider_than_one_clopper_pearson_interval() -> None:
+    for n in (1, 7, 100, 2000):
+        for count in sorted({0, 1, n // 3, n // 2, n - 1, n} & set(range(n + 1))):
+            p_lower, p_upper = mixture_bounds(count, n, 0.01)
+            assert 0.0 <= p_lower <= count / n <= p_upper <= 1.0
+            # The price of anytime validity: never tighter than the fixed-n bound at one level.
+            assert p_lower <= clopper_pearson_lower(count, n, 0.01) + 1e-12
+            # A smaller alpha gives a wider interval.
+            lo2, hi2 = mixture_bounds(count, n, 0.001)
+            assert lo2 <= p_lower and hi2 >= p_upper
+    assert mixture_bounds(0, 0, 0.01) == (0.0, 1.0)
+
+
+def test_bounds_are_rounded_outward_onto_the_ends_of_the_mixture_set() -> None:
+    """At each returned end, M_n(p) >= 1/alpha (outside the set, up to the rounding of the log
+    in the last digits), and a hair inside it is not."""
+    alpha, a, b = 0.001, 0.5, 0.5
+    for count, n in [(1, 3), (90, 100), (999, 1000), (5000, 10_000), (100_000, 100_000)]:
+        log_marginal = float(betaln(a + count, b + n - count) - betaln(a, b))
+
+        def log_m(p: float, count: int = count, n: int = n, log_marginal: float = log_marginal):
+            return log_marginal - count * math.log(p) - (n - count) * math.log1p(-p)
+
+        p_lower, p_upper = mixture_bounds(count, n, alpha, a, b)
+        threshold = math.log(1 / alpha)
+        assert log_m(p_lower) >= threshold - 1e-10
+        assert log_m(p_lower + 1e-9) < threshold
+        if count < n:
+            assert log_m(p_upper) >= threshold - 1e-10
+            assert log_m(p_upper - 1e-9) < threshold
+
+
+def test_array_and_scalar_bounds_agree() -> None:
+    rng = np.random.default_rng(1)
+    n = rng.integers(0, 5000, size=300)
+    count = rng.integers(0, n + 1)
+    lo, hi = mixture_bounds_array(count, n, 0.001)
+    expected = np.array(
+        [mixture_bounds(int(k), int(m), 0.001) for k, m in zip(count, n, strict=True)]
+    )
+    np.testing.assert_allclose(lo, expected[:, 0], rtol=0, atol=1e-12)
+    np.testing.assert_allclose(hi, expected[:, 1], rtol=0, atol=1e-12)
+
+
+def test_bad_counts_and_priors_raise_config_error() -> None:
+    with pytest.raises(ConfigError, match="count <= n"):
+        mixture_bounds(5, 4, 0.01)
+    with pytest.raises(ConfigError, match="alpha"):
+        mixture_bounds(1, 4, 1.5)
+    with pytest.raises(ConfigError, match="prior"):
+        mixture_bounds(1, 4, 0.01, a=0.0)
+    with pytest.raises(ConfigError, match="count <= n"):
+        mixture_bounds_array(np.array([3]), np.array([2]), 0.01)
+
+
+def test_running_intersection_accumulates_counts_and_only_tightens() -> None:
+    cs = ConfidenceSequence(0.01)
+    rng = np.random.default_rng(2)
+    last = (0.0, 1.0)
+    for _ in range(30):
+        lo, hi = cs.update(int(rng.binomial(50, 0.8)), 50)
+        assert lo >= last[0] and hi <= last[1]
+        last = (lo, hi)
+    assert cs.n == 1500 and cs.looks == 30
+    assert cs.p_lower <= cs.count / cs.n <= cs.p_upper
+
+
+def _ever_miscovered(p: float, looks: np.ndarray, trials: int, alpha: float, seed: int):
+    """For Bernoulli(p) streams read at ``looks``: (CS ever misses p, naive CP ever misses p)."""
+    rng = np.random.default_rng(seed)
+    steps = np.diff(np.concatenate([[0], looks]))
+    count = rng.binomial(steps, p, size=(trials, looks.size)).cumsum(axis=1)
+    n = np.broadcast_to(looks, count.shape)
+    lo, hi = mixture_bounds_array(count, n, alpha)
+    cs_miss = ((lo > p) | (hi < p)).any(axis=1)
+    # Naive: a two-sided Clopper-Pearson interval at level alpha, recomputed at every look.
+    cp_lo = np.where(count > 0, beta.ppf(alpha / 2, count, n - count + 1), 0.0)
+    cp_hi = np.where(count < n, beta.ppf(1 - alpha / 2, count + 1, n - count), 1.0)
+    naive_miss = ((cp_lo > p) | (cp_hi < p)).any(axis=1)
+    return int(cs_miss.sum()), int(naive_miss.sum())
+
+
+@pytest.mark.parametrize("p", [0.5, 0.84, 0.99])
+def test_confidence_sequence_covers_at_every_look_at_the_stated_rate(p: float) -> None:
+    alpha, trials = 0.1, 3000
+    looks = np.arange(1, 51) * 40  # 50 looks up to 2000 trials
+    cs_miss, naive_miss = _ever_miscovered(p, looks, trials, alpha, seed=int(p * 1000))
+    assert not_significantly_above(cs_miss, trials, alpha), f"CS missed p in {cs_miss}/{trials}"
+    # The same check rejects the naive procedure: it is able to fail.
+    assert not not_significantly_above(naive_miss, trials, alpha), (
+        f"naive CP missed p in only {naive_miss}/{trials}"
+    )
+
+
+# -- configuration ------------------------------------------------------------------------------
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"r_required": -0.1}, "r_required must be a finite number >= 0"),
+        ({"r_required": math.nan}, "r_required must be a finite number >= 0"),
+        ({"r_required": "0.1"}, "r_required must be a finite number >= 0"),
+        ({"r_required": 0.1, "budget_ms": 0.0}, "budget_ms must be None"),
+        ({"r_required": 0.1, "budget_ms": math.inf}, "budget_ms must be None"),
+        ({"r_required": 0.1, "alpha": 0.0}, r"alpha must be in \(0, 1\)"),
+        ({"r_required": 0.1, "alpha": 1.0}, r"alpha must be in \(0, 1\)"),
+        ({"r_required": 0.1, "alpha": "0.1"}, r"alpha must be a number in \(0, 1\)"),
+        ({"r_required": 0.1, "n0": 0}, "n0 .* integer >= 1"),
+        ({"r_required": 0.1, "n0": 2.5}, "n0 .* integer >= 1"),
+        ({"r_required": 0.1, "batch_size": 0}, "batch_size must be None"),
+        ({"r_required": 0.1, "batch_size": True}, "batch_size must be None"),
+        ({"r_required": 0.1, "max_n": 0}, "max_n .* integer >= 1"),
+    ],
+)
+def test_bad_config_values_raise_config_error(kwargs: dict, message: str) -> None:
+    with pytest.raises(ConfigError, match=message):
+        SequentialConfig(**kwargs)
+
+
+def test_numpy_scalars_are_accepted() -> None:
+    config = SequentialConfig(np.float32(0.1), np.float64(5.0), np.float64(0.01), np.int64(10))
+    assert config.n0 == 10 and config.budget_ms == 5.0
+
+
+def test_an_uncertifiable_r_required_is_refused(engine, linear_setup) -> None:
+    config = SequentialConfig(r_required=1.0, max_n=1000)
+    assert max_certifiable_radius(SIGMA, config.alpha, config.max_n) < 1.0
+    with pytest.raises(ConfigError, match="cannot be certified with max_n=1000"):
+        certify_sequential(engine, linear_setup.frame(0.3), config)
+
+
+# -- soundness on the closed-form model ------------------------------------------------------------
+def _trial_frames(linear_setup, fraction: float, trials: int):
+    """Frames at true radius ``fraction * R_REQUIRED``, alternating sides (true class 1, 0)."""
+    for i in range(trials):
+        t = fraction * R_REQUIRED * (1 if i % 2 == 0 else -1)
+        x = linear_setup.frame(t)
+        label, _, distance = linear_truth(linear_setup.weights, linear_setup.bias, x, SIGMA)
+        yield x, label, distance
+
+
+def test_sequential_certificates_are_sound_below_at_and_above_the_threshold(
+    engine, linear_setup
+) -> None:
+    """1,000 frames: unsound certificates (radius > true radius, or the wrong class) at most
+    alpha of the time; below the threshold, 'certified' at most alpha of the time."""
+    fixed = SequentialConfig(R_REQUIRED, None, LOOSE_ALPHA, N0, LOOK_SIZE, LOOKS * LOOK_SIZE)
+    adaptive = SequentialConfig(R_REQUIRED, None, LOOSE_ALPHA, N0, None, LOOKS * LOOK_SIZE)
+    groups = [(BELOW, 500, fixed), (1.0, 250, adaptive), (ABOVE, 250, adaptive)]
+    total = unsound = certified_below = non_abstained = 0
+    for fraction, trials, config in groups:
+        for x, label, distance in _trial_frames(linear_setup, fraction, trials):
+            result = certify_sequential(engine, x, config)
+            cert = result.certificate
+            assert result.decision in DECISIONS
+            total += 1
+            if cert.abstained:
+                continue
+            non_abstained += 1
+            if cert.label != label or cert.radius > distance:
+                unsound += 1
+            if fraction < 1.0 and result.decision == "certified":
+                certified_below += 1
+    assert total >= 1000
+    assert non_abstained > total // 2, "the test must exercise certificates, not abstentions"
+    assert not_significantly_above(unsound, total, LOOSE_ALPHA), f"{unsound}/{total} unsound"
+    assert not_significantly_above(certified_below, 500, LOOSE_ALPHA), (
+        f"certified r_required for {certified_below}/500 frames whose true radius is below it"
+    )
+
+
+def test_naive_repeated_clopper_pearson_exceeds_alpha(engine, linear_setup) -> None:
+    """The same check, on a procedure that recomputes a fixed-n Clopper-Pearson bound at each
+    of the 20 looks and stops when it clears Phi(r_required / sigma): it certifies frames whose
+    true radius is below r_required far more often than alpha, so the check above can fail."""
+    trials, q = 400, required_p(R_REQUIRED, SIGMA)
+    certified_below = 0
+    for x, _, distance in _trial_frames(linear_setup, BELOW, trials):
+        assert distance < R_REQUIRED
+        label = int(np.argmax(engine.sample(x, N0).counts))
+        count = n = 0
+        for _ in range(LOOKS):
+            count += int(engine.sample(x, LOOK_SIZE, with_clean=False).counts[label])
+            n += LOOK_SIZE
+            if clopper_pearson_lower(count, n, LOOSE_ALPHA) >= q:
+                certified_below += 1
+                break
+    assert not not_significantly_above(certified_below, trials, LOOSE_ALPHA), (
+        f"naive procedure certified only {certified_below}/{trials}: the test has no power"
+    )
+
+
+# -- behaviour ------------------------------------------------------------------------------------
+def _fixed_n_for_power(p: float, q: float, alpha: float, power: float) -> int:
+    """Smallest n at which fixed-n CERTIFY (Clopper-Pearson) clears q with probability >= power
+    when the true probability is p."""
+    for n in range(10, 100_000):
+        count = int(binom.ppf(1 - power, n, p))  # the (1 - power) quantile of the votes
+        if clopper_pearson_lower(count, n, alpha) >= q:
+            return n
+    raise AssertionError("no n found")
+
+
+def test_far_above_the_threshold_stops_after_far_fewer_samples_than_fixed_n(
+    engine, linear_setup
+) -> None:
+    alpha = 0.001
+    q = required_p(R_REQUIRED, SIGMA)
+    # The n a fixed-n deployment needs to certify r_required 90% of the time at 1.25 r_required.
+    n_fixed = _fixed_n_for_power(float(norm.cdf(1.25 * R_REQUIRED / SIGMA)), q, alpha, 0.9)
+    near = linear_setup.frame(1.25 * R_REQUIRED)
+    rate = np.mean(
+        [not engine.certify(near, N0, n_fixed, alpha).certificate.abstained for _ in range(40)]
+    )
+    assert rate >= 0.75  # (the analytic n_fixed is right)
+    config = SequentialConfig(R_REQUIRED, alpha=alpha, n0=N0, max_n=10 * n_fixed)
+    far = linear_setup.frame(2.4 * SIGMA)
+    results = [certify_sequential(engine, far, config) for _ in range(40)]
+    assert all(r.decision == "certified" for r in results)
+    mean_n = float(np.mean([r.certificate.n for r in results]))
+    assert mean_n <= n_fixed / 4, f"sequential used {mean_n:.0f} samples vs fixed n={n_fixed}"
+    assert all(r.certificate.radius >= R_REQUIRED for r in results)
+
+
+def test_far_below_the_threshold_stops_as_unreachable(engine, linear_setup) -> None:
+    config = SequentialConfig(R_REQUIRED, alpha=0.001, n0=N0, max_n=100_000)
+    result = certify_sequential(engine, linear_setup.frame(0.2 * R_REQUIRED), config)
+    assert result.decision == "unreachable"
+    assert result.p_upper < result.p_required == pytest.approx(norm.cdf(1.0))
+    assert result.certificate.n < 10_000
+    assert result.certificate.radius < R_REQUIRED
+
+
+def test_max_n_stops_with_the_running_bound(engine, linear_setup) -> None:
+    config = SequentialConfig(R_REQUIRED, alpha=0.001, n0=N0, batch_size=100, max_n=450)
+    result = certify_sequential(engine, linear_setup.frame(R_REQUIRED), config)
+    cert = result.certificate
+    assert result.decision == "max_n"
+    assert (cert.n, result.looks) == (450, 5)  # four looks of 100, the last one cut to 50
+    assert cert.radius == pytest.approx(radius_from_p_lower(cert.p_lower, SIGMA))
+    assert cert.abstained == (cert.p_lower < 0.5)
+    assert 0 <= cert.count <= cert.n and cert.n0 == N0 and cert.alpha == 0.001
+
+
+def test_a_tiny_budget_stops_with_a_valid_abstention(engine, linear_setup) -> None:
+    config = SequentialConfig(R_REQUIRED, budget_ms=1e-6, n0=N0)
+    result = certify_sequential(engine, linear_setup.frame(0.5), config)
+    cert = result.certificate
+    assert result.decision == "budget"
+    assert (cert.n, result.looks, cert.p_lower, result.p_upper) == (0, 0, 0.0, 1.0)
+    assert cert.abstained and cert.label == -1 and cert.radius == 0.0
+    assert cert.label_name == "abstain"
+
+
+def test_a_short_budget_stops_within_about_one_look(engine, linear_setup) -> None:
+    budget_ms = 20.0
+    config = SequentialConfig(R_REQUIRED, budget_ms=budget_ms, n0=N0, max_n=10_000_000)
+    result = certify_sequential(engine, linear_setup.frame(R_REQUIRED), config)
+    cert = result.certificate
+    assert result.decision == "budget"
+    assert 0 < cert.n < config.max_n and result.looks >= 1
+    assert cert.radius == pytest.approx(
+        0.0 if cert.abstained else radius_from_p_lower(cert.p_lower, SIGMA)
+    )
+    # One look of overrun at most; looks are sized to the time left, so the slack is loose
+    # only for a busy machine.
+    assert cert.latency_ms < budget_ms + 250.0
+
+
+def test_clean_outputs_match_the_fixed_mode(engine, linear_setup) -> None:
+    x = linear_setup.frame(0.4)
+    fixed = engine.certify(x, n0=N0, n=200)
+    result = certify_sequential(engine, x, SequentialConfig(0.1, n0=N0))
+    np.testing.assert_array_equal(result.clean_logits, fixed.clean_logits)
+    assert result.clean_features is None and fixed.clean_features is None
+    assert result.certificate.label == fixed.certificate.label == 1
+    assert result.certificate.provider == engine.provider and result.certificate.sigma == SIGMA
