@@ -49,3 +49,23 @@ def test_throughput_report_has_every_contender_and_consistent_ratios(
         rates["smoothing"] / rates["bare"], abs=2e-3
     )
     assert report["provider"] == "cpu"
+
+
+def test_sequential_bench_compares_both_modes_on_the_sample_drive() -> None:
+    from robust_monitor.assets import DEFAULT_MODEL
+    from robust_monitor.tools.bench_sequential import FIXED_NS, bench_sequential
+
+    report = bench_sequential(DEFAULT_MODEL, provider="cpu", every=300, limit=3, seed=4)
+    assert report["frames"] == 3
+    agreement = report["fixed"]["agreement_with_sequential"]
+    assert set(agreement) == {str(n) for n in FIXED_NS}
+    matched = report["fixed"]["matched_n"]
+    if matched is not None:  # the smallest n that agrees on >= 99% of the frames
+        assert agreement[str(matched)] >= 0.99
+        assert all(agreement[str(n)] < 0.99 for n in FIXED_NS if n < matched)
+        ratio = (report["n0"] + matched) / report["sequential"]["samples_per_frame"]["mean"]
+        assert report["ratio_fixed_over_sequential_samples"] == pytest.approx(ratio, abs=0.01)
+    seq = report["sequential"]
+    assert sum(seq["decisions"].values()) == 3
+    assert 0.0 <= seq["certified_fraction"] <= 1.0
+    assert report["sequential_budget"]["budget_ms"] == 33.0

@@ -232,3 +232,41 @@ def test_cli_missing_and_corrupt_files(small_cnn_path: Path, tmp_path: Path) -> 
         "0.25",
     )
     assert absent.returncode == 2 and "input file not found" in absent.stderr
+
+
+# --- sequential mode on the command line ---------------------------------------------------------
+def test_cli_sequential_mode_reports_its_decision(linear_setup, tmp_path: Path) -> None:
+    frames = np.stack([linear_setup.frame(0.5), linear_setup.frame(0.02)])
+    path = tmp_path / "two.npy"
+    np.save(path, frames)
+    done = cli(
+        "certify", "--model", str(linear_setup.path), "--input", str(path), "--sigma", "0.25",
+        "--seed", "5", "--n0", "32", "--mode", "sequential", "--r-required", "0.25", "--json",
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    far, near = (json.loads(line) for line in done.stdout.splitlines())
+    assert far["decision"] == "certified" and far["radius"] >= 0.25 and far["n"] < 1000
+    assert near["decision"] == "unreachable" and near["radius"] < 0.25
+    assert far["p_required"] == pytest.approx(0.8413447, abs=1e-6)
+
+
+@pytest.mark.parametrize(
+    ("flags", "message"),
+    [
+        (["--budget-ms", "0"], "budget_ms"),
+        (["--r-required", "-1"], "r_required"),
+        (["--max-n", "0"], "max_n"),
+        (["--r-required", "5"], "cannot be certified"),
+    ],
+)
+def test_cli_sequential_mode_refuses_bad_settings(
+    linear_setup, tmp_path: Path, flags: list[str], message: str
+) -> None:
+    path = tmp_path / "one.npy"
+    np.save(path, linear_setup.frame(0.1))
+    done = cli(
+        "certify", "--model", str(linear_setup.path), "--input", str(path), "--sigma", "0.25",
+        "--mode", "sequential", *flags,
+    )  # fmt: skip
+    assert done.returncode == 2
+    assert message in done.stderr and "Traceback" not in done.stderr

@@ -19,10 +19,12 @@ from scipy.stats import beta, binom, binomtest, norm
 from robust_monitor.core.certify.engine import SmoothingEngine
 from robust_monitor.core.certify.sequential import (
     DECISIONS,
+    FIRST_LOOK,
     ConfidenceSequence,
     SequentialConfig,
     certify_sequential,
     max_certifiable_radius,
+    min_unanimous_n,
     mixture_bounds,
     mixture_bounds_array,
     required_p,
@@ -337,3 +339,21 @@ def test_clean_outputs_match_the_fixed_mode(engine, linear_setup) -> None:
     assert result.clean_features is None and fixed.clean_features is None
     assert result.certificate.label == fixed.certificate.label == 1
     assert result.certificate.provider == engine.provider and result.certificate.sigma == SIGMA
+
+
+@pytest.mark.parametrize("alpha", [0.001, 0.05])
+def test_min_unanimous_n_is_the_least_n_that_certifies(alpha: float) -> None:
+    p = required_p(R_REQUIRED, SIGMA)
+    n = min_unanimous_n(alpha, p, 10_000)
+    assert mixture_bounds(n, n, alpha)[0] >= p > mixture_bounds(n - 1, n - 1, alpha)[0]
+    assert min_unanimous_n(alpha, 0.9999999, 50) == 50  # out of reach: max_n
+
+
+def test_a_clear_frame_is_certified_in_one_look(engine, linear_setup) -> None:
+    config = SequentialConfig(r_required=R_REQUIRED, alpha=0.001, n0=16)
+    t = min(linear_setup.max_t, 1.2)  # p_A = Phi(t / sigma) >= Phi(4.8): unanimous votes
+    result = certify_sequential(engine, linear_setup.frame(t), config)
+    assert result.decision == "certified" and result.looks == 1
+    assert result.certificate.n == max(
+        FIRST_LOOK, min_unanimous_n(0.001, required_p(R_REQUIRED, SIGMA), config.max_n)
+    )

@@ -68,6 +68,20 @@ def add_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-ar
     )
     parser.add_argument("--arbiter-samples", type=int, default=200)
     parser.add_argument("--no-certify", action="store_true", help="skip the certification benches")
+    parser.add_argument(
+        "--sequential",
+        action="store_true",
+        help="also compare sequential and fixed-n certification on the sample drive",
+    )
+    parser.add_argument(
+        "--r-required",
+        type=float,
+        default=None,
+        help="--sequential: radius to certify (default: the arbiter policy's)",
+    )
+    parser.add_argument("--budget-ms", type=float, default=33.0, help="--sequential: budget")
+    parser.add_argument("--seq-every", type=int, default=6, help="--sequential: every k-th frame")
+    parser.add_argument("--seq-frames", type=int, default=150, help="--sequential: frames")
     parser.set_defaults(run=run)
 
 
@@ -262,6 +276,21 @@ def run(args: argparse.Namespace) -> int:
             args.batch,
             args.alpha,
             args.seed,
+        )
+    if args.sequential:
+        from robust_monitor.tools.bench_sequential import bench_sequential
+
+        report["sequential_vs_fixed"] = bench_sequential(
+            args.model,
+            args.sigma,
+            args.provider,
+            every=args.seq_every,
+            limit=args.seq_frames,
+            alpha=args.alpha,
+            r_required=args.r_required,
+            budget_ms=args.budget_ms,
+            seed=args.seed,
+            threads=args.threads,
         )
     if args.arbiter:
         from robust_monitor.tools.bench_arbiter import bench_reaction

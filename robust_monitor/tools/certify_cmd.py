@@ -3,11 +3,19 @@
 Contract (other tools and tests rely on it)::
 
     robust-monitor certify --model M.onnx --input X [--sigma S] [--n0 N0] [--n N] [--alpha A]
-                           [--batch B] [--seed K] [--provider P] --json
+                           [--batch B] [--seed K] [--provider P]
+                           [--mode fixed|sequential] [--r-required R] [--budget-ms MS]
+                           [--max-n N] --json
 
 X is an image file (decoded, resized to the model input, scaled to [0, 1]) or a ``.npy`` holding
 one frame [C, H, W] or a batch [B, C, H, W] already in model space. With ``--json`` it prints
 one JSON object per frame, one per line, with the certificate's fields.
+
+``--mode sequential`` (``core/certify/sequential.py``) samples in looks and stops once
+``radius >= r_required`` is certified, shown unreachable, ``--budget-ms`` is spent or ``--max-n``
+samples are drawn; the JSON line adds ``decision``, ``looks``, ``p_upper`` and ``p_required``.
+``r_required`` defaults to the arbiter policy's (the radius that keeps NOMINAL), so the monitor
+and the arbiter share one definition.
 """
 
 from __future__ import annotations
@@ -20,7 +28,9 @@ from pathlib import Path
 import numpy as np
 
 from robust_monitor.assets import DEFAULT_MODEL
+from robust_monitor.core.arbiter.policy import ArbiterPolicy
 from robust_monitor.core.certify.engine import SmoothingEngine, check_params
+from robust_monitor.core.certify.sequential import SequentialConfig, certify_sequential
 from robust_monitor.core.errors import InputError
 from robust_monitor.core.imaging.decode import IMAGE_SUFFIXES, load_image_file, load_npy_frames
 from robust_monitor.core.imaging.preprocess import to_model_input
@@ -54,9 +64,45 @@ def add_certification_args(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def add_sequential_args(parser: argparse.ArgumentParser) -> None:
+    """``--mode``, ``--r-required``, ``--budget-ms``, ``--max-n`` (certify, bench, replay, sim)."""
+    parser.add_argument(
+        "--mode",
+        choices=("fixed", "sequential"),
+        default="fixed",
+        help="fixed n (Cohen's CERTIFY) or sequential (stop once r_required is decided)",
+    )
+    parser.add_argument(
+        "--r-required",
+        type=float,
+        default=None,
+        help="sequential: the L2 radius to certify (default: the arbiter policy's r_required, "
+        f"{ArbiterPolicy().r_required:g})",
+    )
+    parser.add_argument(
+        "--budget-ms", type=float, default=None, help="sequential: time budget per frame (ms)"
+    )
+    parser.add_argument(
+        "--max-n", type=int, default=10_000, help="sequential: most estimation samples per frame"
+    )
+
+
+def sequential_config(args: argparse.Namespace) -> SequentialConfig:
+    """The SequentialConfig the sequential arguments describe (validated)."""
+    r_required = args.r_required if args.r_required is not None else ArbiterPolicy().r_required
+    return SequentialConfig(
+        r_required=r_required,
+        budget_ms=args.budget_ms,
+        alpha=args.alpha,
+        n0=args.n0,
+        max_n=args.max_n,
+    )
+
+
 def add_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     parser = sub.add_parser("certify", help="certify frames from an image file or .npy")
     add_certification_args(parser)
+    add_sequential_args(parser)
     parser.add_argument("--input", type=Path, required=True, help="image file or .npy")
     parser.add_argument("--json", action="store_true", help="one JSON object per frame")
     parser.set_defaults(run=run)
@@ -80,17 +126,30 @@ def run(args: argparse.Namespace) -> int:
     )
     if engine.fallback:
         print(f"robust-monitor certify: note: {engine.fallback}", file=sys.stderr)
+    sequential = sequential_config(args) if args.mode == "sequential" else None
     frames = load_frames(args.input, engine)
     for index, frame in enumerate(frames):
-        result = engine.certify(frame, n0=args.n0, n=args.n, alpha=args.alpha)
-        cert = result.certificate
+        extra: dict[str, object] = {}
+        if sequential is None:
+            cert = engine.certify(frame, n0=args.n0, n=args.n, alpha=args.alpha).certificate
+        else:
+            seq = certify_sequential(engine, frame, sequential)
+            cert = seq.certificate
+            extra = {
+                "decision": seq.decision,
+                "looks": seq.looks,
+                "p_upper": seq.p_upper,
+                "p_required": seq.p_required,
+                "r_required": sequential.r_required,
+            }
         if args.json:
-            print(json.dumps({"frame": index, **cert.as_dict()}), flush=True)
+            print(json.dumps({"frame": index, **cert.as_dict(), **extra}), flush=True)
         else:
             verdict = "abstain" if cert.abstained else f"{cert.label_name} (class {cert.label})"
+            decided = f"  {extra['decision']} after {extra['looks']} looks" if extra else ""
             print(
                 f"frame {index}: {verdict}  radius {cert.radius:.3f}  p_lower {cert.p_lower:.4f}  "
                 f"n0 {cert.n0}  n {cert.n}  alpha {cert.alpha:g}  sigma {cert.sigma:g}  "
-                f"{cert.latency_ms:.1f} ms on {cert.provider}"
+                f"{cert.latency_ms:.1f} ms on {cert.provider}{decided}"
             )
     return 0

@@ -38,6 +38,7 @@ arbiter and the bench; ``certify_sequential`` drives a ``SmoothingEngine``.
 
 from __future__ import annotations
 
+import functools
 import math
 import numbers
 import time
@@ -67,8 +68,9 @@ nearly every vote agrees."""
 
 FIRST_LOOK = 32
 GROWTH = 1.25
-"""Adaptive looks (``batch_size=None``): the first look has ``FIRST_LOOK`` samples, each later one
-grows the total by ``GROWTH`` (so about ``log(max_n / 32) / log(1.25)`` looks in all)."""
+"""Adaptive looks (``batch_size=None``): the first look has ``FIRST_LOOK`` samples, or as many as
+unanimous votes need to certify ``r_required`` if that is more (``min_unanimous_n``), and each
+later one grows the total by ``GROWTH`` (so about ``log(max_n / 32) / log(1.25)`` looks in all)."""
 
 _BISECTIONS = 64  # halves [0, 1] below 1e-19, under the spacing of doubles; also caps Newton
 
@@ -326,17 +328,35 @@ class SequentialResult:
 
 
 # -- the procedure --------------------------------------------------------------------------------
+@functools.lru_cache(maxsize=64)
+def min_unanimous_n(alpha: float, p_required: float, max_n: int) -> int:
+    """The fewest estimation samples that certify ``p_required`` when every vote agrees
+    (``max_n`` when even ``max_n`` unanimous votes do not). Sizing the first adaptive look so
+    makes a clear frame one look; the bound does not care how looks are sized."""
+    low, high = 1, int(max_n)
+    if mixture_bounds(high, high, alpha)[0] < p_required:
+        return high
+    while low < high:
+        mid = (low + high) // 2
+        if mixture_bounds(mid, mid, alpha)[0] >= p_required:
+            high = mid
+        else:
+            low = mid + 1
+    return low
+
+
 def _next_look(
     config: SequentialConfig,
     n: int,
     engine_batch: int,
     rate_per_ms: float | None,
     remaining_ms: float | None,
+    first_look: int = FIRST_LOOK,
 ) -> int:
     left = config.max_n - n
     if config.batch_size is not None:
         return min(config.batch_size, left)
-    size = FIRST_LOOK if n == 0 else max(1, math.ceil(n * (GROWTH - 1.0)))
+    size = first_look if n == 0 else max(1, math.ceil(n * (GROWTH - 1.0)))
     size = min(size, engine_batch, left)
     if rate_per_ms is not None and remaining_ms is not None:
         # Fit the look in the time left, but never below a handful of samples.
@@ -383,6 +403,7 @@ def certify_sequential(
     selection = engine.sample(x, config.n0, with_clean=True)
     label = int(np.argmax(selection.counts))
     cs = ConfidenceSequence(config.alpha)
+    first_look = max(FIRST_LOOK, min_unanimous_n(config.alpha, p_required, config.max_n))
     decision: Decision
     rate_per_ms: float | None = None
     estimation_start = time.perf_counter()
@@ -392,7 +413,7 @@ def certify_sequential(
             decision = "budget"
             break
         remaining = None if config.budget_ms is None else config.budget_ms - elapsed_ms
-        size = _next_look(config, cs.n, engine.batch_size, rate_per_ms, remaining)
+        size = _next_look(config, cs.n, engine.batch_size, rate_per_ms, remaining, first_look)
         batch = engine.sample(x, size, with_clean=False)
         p_lower, p_upper = cs.update(int(batch.counts[label]), size)
         # Throughput over everything a look costs (sampling and bounds), for sizing looks.

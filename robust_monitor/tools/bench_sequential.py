@@ -1,0 +1,202 @@
+"""``robust-monitor bench --sequential``: sequential versus fixed-n certification on real frames.
+
+The arbiter asks one question per frame: is the certified radius at least ``r_required`` (the
+radius that keeps NOMINAL)? Side by side in one run, on frames of a recording (the shipped sample
+drive by default) preprocessed as the monitor does, this measures:
+
+- **fixed n** (Cohen's CERTIFY, Clopper-Pearson): for every ``n`` of ``FIXED_NS``, whether the
+  radius reaches ``r_required``. The counts at each ``n`` are prefixes of one stream of noisy
+  samples per frame, so each is an exact fixed-n CERTIFY run (the runs of one frame share
+  samples; each is marginally what a separate run would give);
+- **sequential** (``core/certify/sequential.py``) without a deadline: its decision, samples
+  and latency per frame;
+- **sequential with a budget** (``--budget-ms``, 33 ms by default: one frame at 30 Hz): its
+  latency and decisions.
+
+The fixed n that stands in for the sequential mode is the smallest of ``FIXED_NS`` whose
+decisions agree with the sequential ones on at least ``AGREEMENT_TARGET`` of the frames (the
+issue's "n chosen so the fixed mode certifies the same r_required on the same frames"); its
+latency is then measured per frame with ``SmoothingEngine.certify``. Samples per frame count
+selection and estimation (``n0 + n``); both modes use the same ``n0``.
+"""
+
+from __future__ import annotations
+
+import statistics
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from robust_monitor.assets import SAMPLE_DRIVE
+from robust_monitor.core.arbiter.policy import ArbiterPolicy
+from robust_monitor.core.certify.engine import SmoothingEngine
+from robust_monitor.core.certify.sequential import (
+    SequentialConfig,
+    certify_sequential,
+    required_p,
+)
+from robust_monitor.core.certify.stats import clopper_pearson_lower
+from robust_monitor.core.imaging.preprocess import roi_from_metadata, to_model_input
+from robust_monitor.tools.recordings import iter_frames
+
+FIXED_NS = (100, 200, 500, 1000, 2000, 5000)
+AGREEMENT_TARGET = 0.99
+TARGET_SAMPLE_RATIO = 5.0
+LATENCY_SLACK_MS = 5.0
+
+
+def _progress(message: str) -> None:
+    print(f"[bench] {message}", file=sys.stderr, flush=True)
+
+
+def drive_frames(recording: Path, engine: SmoothingEngine, every: int, limit: int) -> np.ndarray:
+    """Every ``every``-th frame of ``recording`` in model space [N, C, H, W], at most ``limit``."""
+    roi = roi_from_metadata(engine.spec)
+    frames = []
+    for frame in iter_frames(recording):
+        if frame.index % every == 0:
+            frames.append(to_model_input(frame.image, engine.spec, roi))
+            if len(frames) >= limit:
+                break
+    if not frames:
+        raise ValueError(f"no frames read from {recording}")
+    return np.stack(frames)
+
+
+def _agreement(a: list[bool], b: list[bool]) -> float:
+    return float(np.mean([x == y for x, y in zip(a, b, strict=True)]))
+
+
+def _stats(values: list[float]) -> dict[str, float]:
+    return {
+        "mean": round(float(np.mean(values)), 2),
+        "p50": round(float(np.percentile(values, 50)), 2),
+        "p99": round(float(np.percentile(values, 99)), 2),
+        "max": round(float(np.max(values)), 2),
+    }
+
+
+def fixed_decisions(
+    engine: SmoothingEngine, frame: np.ndarray, n0: int, alpha: float, p_required: float
+) -> dict[int, bool]:
+    """For every n of FIXED_NS: does CERTIFY with (n0, n) certify ``r_required``?"""
+    selection = engine.sample(frame, n0, with_clean=False)
+    c_a = int(np.argmax(selection.counts))
+    out: dict[int, bool] = {}
+    count, drawn = 0, 0
+    for n in FIXED_NS:
+        more = engine.sample(frame, n - drawn, with_clean=False)
+        count += int(more.counts[c_a])
+        drawn = n
+        p_lower = clopper_pearson_lower(count, n, alpha)
+        out[n] = p_lower >= 0.5 and p_lower >= p_required
+    return out
+
+
+def bench_sequential(
+    model: Path,
+    sigma: float | None = None,
+    provider: str = "auto",
+    recording: Path | None = None,
+    every: int = 6,
+    limit: int = 150,
+    n0: int = 64,
+    alpha: float = 0.001,
+    r_required: float | None = None,
+    budget_ms: float = 33.0,
+    seed: int | None = None,
+    threads: int = 0,
+) -> dict[str, Any]:
+    """The side-by-side report (see the module docstring)."""
+    r = ArbiterPolicy().r_required if r_required is None else float(r_required)
+    engine = SmoothingEngine(model, sigma, providers=provider, seed=seed, intra_op_threads=threads)
+    engine.warmup()
+    frames = drive_frames(recording or SAMPLE_DRIVE / "roadside_drive", engine, every, limit)
+    p_required = required_p(r, engine.sigma)
+    unlimited = SequentialConfig(r_required=r, alpha=alpha, n0=n0, max_n=max(FIXED_NS))
+    budgeted = SequentialConfig(
+        r_required=r, budget_ms=budget_ms, alpha=alpha, n0=n0, max_n=max(FIXED_NS)
+    )
+    fixed: dict[int, list[bool]] = {n: [] for n in FIXED_NS}
+    seq_certified: list[bool] = []
+    seq_samples: list[float] = []
+    seq_latency: list[float] = []
+    seq_decisions: dict[str, int] = {}
+    budget_certified: list[bool] = []
+    budget_latency: list[float] = []
+    budget_samples: list[float] = []
+    budget_decisions: dict[str, int] = {}
+    for i, frame in enumerate(frames):
+        if i % 25 == 0:
+            _progress(f"sequential vs fixed n: frame {i + 1}/{len(frames)}")
+        for n, decided in fixed_decisions(engine, frame, n0, alpha, p_required).items():
+            fixed[n].append(decided)
+        seq = certify_sequential(engine, frame, unlimited)
+        seq_certified.append(seq.decision == "certified")
+        seq_samples.append(float(n0 + seq.certificate.n))
+        seq_latency.append(seq.certificate.latency_ms)
+        seq_decisions[seq.decision] = seq_decisions.get(seq.decision, 0) + 1
+        timed = certify_sequential(engine, frame, budgeted)
+        budget_certified.append(timed.decision == "certified")
+        budget_samples.append(float(n0 + timed.certificate.n))
+        budget_latency.append(timed.certificate.latency_ms)
+        budget_decisions[timed.decision] = budget_decisions.get(timed.decision, 0) + 1
+
+    agreement = {n: _agreement(fixed[n], seq_certified) for n in FIXED_NS}
+    matched = next((n for n in FIXED_NS if agreement[n] >= AGREEMENT_TARGET), None)
+    fixed_latency: list[float] = []
+    if matched is not None:
+        _progress(f"latency of fixed n = {matched} on {len(frames)} frames")
+        for frame in frames:
+            start = time.perf_counter()
+            engine.certify(frame, n0=n0, n=matched, alpha=alpha)
+            fixed_latency.append((time.perf_counter() - start) * 1e3)
+    mean_seq = statistics.fmean(seq_samples)
+    ratio = None if matched is None else (n0 + matched) / mean_seq
+    budget_p99 = float(np.percentile(budget_latency, 99))
+    return {
+        "recording": str(recording or SAMPLE_DRIVE / "roadside_drive"),
+        "frames": len(frames),
+        "every": every,
+        "provider": engine.provider,
+        "sigma": engine.sigma,
+        "alpha": alpha,
+        "n0": n0,
+        "r_required": r,
+        "p_required": round(p_required, 6),
+        "fixed": {
+            "certified_fraction": {str(n): round(float(np.mean(v)), 4) for n, v in fixed.items()},
+            "agreement_with_sequential": {str(n): round(a, 4) for n, a in agreement.items()},
+            "matched_n": matched,
+            "matched_samples_per_frame": None if matched is None else n0 + matched,
+            "matched_latency_ms": _stats(fixed_latency) if fixed_latency else None,
+        },
+        "sequential": {
+            "certified_fraction": round(float(np.mean(seq_certified)), 4),
+            "decisions": seq_decisions,
+            "samples_per_frame": _stats(seq_samples),
+            "latency_ms": _stats(seq_latency),
+        },
+        "sequential_budget": {
+            "budget_ms": budget_ms,
+            "certified_fraction": round(float(np.mean(budget_certified)), 4),
+            "agreement_with_unlimited": round(_agreement(budget_certified, seq_certified), 4),
+            "decisions": budget_decisions,
+            "samples_per_frame": _stats(budget_samples),
+            "latency_ms": _stats(budget_latency),
+        },
+        "ratio_fixed_over_sequential_samples": None if ratio is None else round(ratio, 2),
+        "targets": {
+            "sample_ratio_min": TARGET_SAMPLE_RATIO,
+            "agreement_min": AGREEMENT_TARGET,
+            "budget_p99_max_ms": budget_ms + LATENCY_SLACK_MS,
+        },
+        "targets_met": {
+            "sample_ratio_min": ratio is not None and ratio >= TARGET_SAMPLE_RATIO,
+            "agreement_min": matched is not None,
+            "budget_p99_max_ms": budget_p99 <= budget_ms + LATENCY_SLACK_MS,
+        },
+    }
