@@ -226,6 +226,24 @@ def _plot(records: list[dict[str, Any]], labels: np.ndarray, path: Path, name: s
     plt.close(fig)
 
 
+def _max_radius(card: dict[str, Any]) -> float:
+    """The largest radius ``n`` estimation samples can certify at ``alpha`` (unanimous votes)."""
+    from robust_monitor.core.certify.stats import clopper_pearson_lower, radius_from_p_lower
+
+    ca = card["certified_accuracy"]
+    n = int(ca["n"])
+    return radius_from_p_lower(clopper_pearson_lower(n, n, float(ca["alpha"])), card["sigma"])
+
+
+def write_markdown(card_json: Path) -> Path:
+    """(Re)write ``<stem>.card.md`` from ``<stem>.card.json`` (no measurement)."""
+    card = json.loads(card_json.read_text())
+    stem = card_json.name.removesuffix(".card.json")
+    out = card_json.with_name(f"{stem}.card.md")
+    out.write_text(_markdown(card, stem))
+    return out
+
+
 def _markdown(card: dict[str, Any], stem: str) -> str:
     ca = card["certified_accuracy"]
     rows = "\n".join(f"| {r} | {v:.1%} |" for r, v in ca["values"].items())
@@ -250,6 +268,9 @@ n0 = {ca["n0"]}, n = {ca["n"]}, alpha = {ca["alpha"]}, measured by `{ca["measure
 {rows}
 
 Abstention rate: {card["abstention_rate"]:.1%}. Curve: `{stem}.card.png`.
+With n = {ca["n"]} and alpha = {ca["alpha"]} no radius above
+sigma * Phi^-1(alpha^(1/n)) = {_max_radius(card):.3f} can be certified (every vote agreeing), so
+larger radii read 0% by construction, not because the model fails there.
 
 ## Recipe
 
