@@ -391,6 +391,7 @@ def test_missing_recording(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -
         ("/**/robust_monitor_arbiter:\n  ros__parameters:\n    publish_rate_hz: 0.1\n", "rate"),
         ("robust_monitor: [1, 2]\n", "ros__parameters"),
         ("a: [unclosed\n", "YAML"),
+        (f"/**/robust_monitor:\n  ros__parameters:\n    model_sha256: '{'0' * 64}'\n", "pinned"),
     ],
 )
 def test_bad_parameter_files(
@@ -560,6 +561,7 @@ def test_configuration_loads_without_rclpy(fast_params: Path) -> None:
         "import sys; sys.modules['rclpy'] = None\n"
         "from robust_monitor.tools.replay import load_config\n"
         f"c = load_config({str(fast_params)!r})\n"
+        "load_config()\n"  # the shipped file too: every key known without the node's table
         "print(c.certify.n0, c.certify.n, c.certify.providers, c.policy.recovery_time_s)\n"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)

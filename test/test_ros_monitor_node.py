@@ -6,6 +6,7 @@ on the same domain cannot interfere) and a camera node that publishes known fram
 
 from __future__ import annotations
 
+import hashlib
 import os
 import signal
 import subprocess
@@ -41,6 +42,7 @@ from std_msgs.msg import Bool
 from robust_monitor.core.errors import ConfigError
 from robust_monitor.ros.contract import diagnostics_to_evidence
 from robust_monitor.ros.monitor_node import (
+    PARAMETERS,
     Delivery,
     FrameMailbox,
     MonitorNode,
@@ -296,6 +298,7 @@ def test_diagnostics_report_health_with_the_expected_keys(
         ("corrupt", "not a valid ONNX model"),
         ("no-sigma", "no sigma given"),
         ("bad-parameter", "parameter n0"),
+        ("pinned-hash-mismatch", "does not match the pinned model_sha256"),
     ],
 )
 def test_a_node_without_a_usable_model_publishes_error_and_no_certificates(
@@ -309,6 +312,8 @@ def test_a_node_without_a_usable_model_publishes_error_and_no_certificates(
         model.write_bytes(b"\x08\x07garbage" * 100)
     elif case == "no-sigma":
         params = {"sigma": 0.0}
+    elif case == "pinned-hash-mismatch":  # a swapped model file: refused before it is parsed
+        params = {"model_sha256": "0" * 64}
     else:
         params = {"n0": -5}
     rig = start(harness, model, wait_ready=False, **params)
@@ -472,3 +477,24 @@ def test_main_stays_up_and_stops_cleanly_on_sigint(
             proc.wait()
         reader.join(5.0)
     assert not any("Traceback" in line for line in lines), "".join(lines)
+
+
+def test_a_model_matching_its_pinned_hash_certifies(
+    harness: RosHarness, small_cnn_path: Path
+) -> None:
+    pinned = hashlib.sha256(small_cnn_path.read_bytes()).hexdigest()
+    rig = start(harness, small_cnn_path, model_sha256=pinned.upper())
+    msg, _ = raw_image(FRAME, "rgb8", stamp(5000))
+    rig.publish(msg)
+    assert wait_until(lambda: len(rig.certificates.items) >= 1, 10.0)
+    assert values(rig.monitor_status(lambda s: "model_sha256" in values(s)))["model_sha256"] == (
+        pinned
+    )
+
+
+@pytest.mark.parametrize("bad", ["abc", "g" * 64, "0" * 63])
+def test_a_malformed_pinned_hash_is_an_invalid_configuration(bad: str) -> None:
+    values_ = {spec.name: spec.default for spec in PARAMETERS}
+    values_["model_sha256"] = bad
+    with pytest.raises(ConfigError, match="model_sha256"):
+        settings_from_values(values_)

@@ -89,7 +89,8 @@ from std_msgs.msg import Bool, Float32
 
 from robust_monitor.assets import DEFAULT_MODEL
 from robust_monitor.core.certify.engine import PROVIDER_ALIASES
-from robust_monitor.core.errors import ConfigError, InputError, RobustMonitorError
+from robust_monitor.core.certify.model import sha256_file
+from robust_monitor.core.errors import ConfigError, InputError, ModelError, RobustMonitorError
 from robust_monitor.core.imaging.preprocess import Roi
 from robust_monitor.core.pipeline import CertifyConfig, FramePipeline
 from robust_monitor.ros import contract
@@ -169,6 +170,13 @@ def _check_model_path(value: str) -> str | None:
     return None if value.strip() else "model_path must not be empty"
 
 
+def _check_sha256(value: str) -> str | None:
+    text = value.strip().lower()
+    if text == "" or (len(text) == 64 and all(c in "0123456789abcdef" for c in text)):
+        return None
+    return f"model_sha256 must be empty or 64 hexadecimal digits, got {value!r}"
+
+
 PARAMETERS: tuple[ParamSpec, ...] = (
     ParamSpec(
         "model_path",
@@ -177,6 +185,15 @@ PARAMETERS: tuple[ParamSpec, ...] = (
         Tuning.GUARDED,
         constraints="an existing .onnx file",
         check=_check_model_path,
+    ),
+    ParamSpec(
+        "model_sha256",
+        "",
+        "Pinned sha256 of the model file: a model whose hash differs is not loaded (ERROR on "
+        "/diagnostics, no certificates, so the arbiter sees missing evidence); empty: not pinned.",
+        Tuning.GUARDED,
+        constraints="empty or 64 hexadecimal digits",
+        check=_check_sha256,
     ),
     ParamSpec(
         "image_topic",
@@ -274,7 +291,8 @@ PARAMETERS: tuple[ParamSpec, ...] = (
 ALLOW_RUNTIME_TUNING = ParamSpec(
     "allow_runtime_tuning",
     False,
-    "Allow the safety parameters (model_path, sigma, n0, n, alpha, batch_size, provider, roi) "
+    "Allow the safety parameters (model_path, model_sha256, sigma, n0, n, alpha, batch_size, "
+    "provider, roi) "
     "to change while running.",
     Tuning.STARTUP,
 )
@@ -288,6 +306,8 @@ class MonitorSettings:
     model_path: str
     certify: CertifyConfig
     roi: Roi | None
+    model_sha256: str = ""
+    """Pinned hash of the model file ('' = not pinned)."""
 
 
 def settings_from_values(values: Mapping[str, Any]) -> MonitorSettings:
@@ -308,7 +328,8 @@ def settings_from_values(values: Mapping[str, Any]) -> MonitorSettings:
         providers=str(values["provider"]),
     )
     roi = Roi(*(float(v) for v in roi_values)) if roi_values else None
-    return MonitorSettings(str(values["model_path"]), config, roi)
+    pinned = str(values.get("model_sha256") or "").strip().lower()
+    return MonitorSettings(str(values["model_path"]), config, roi, pinned)
 
 
 # --- the one-slot mailbox and the statistics -----------------------------------------------------
@@ -624,6 +645,14 @@ class MonitorNode(Node):
         self._set_state(ModelState(settings=settings))
         self.get_logger().info(f"loading model {settings.model_path}")
         try:
+            if settings.model_sha256:
+                # Hash the file before onnxruntime parses it: a swapped model never runs.
+                actual = sha256_file(settings.model_path)
+                if actual != settings.model_sha256:
+                    raise ModelError(
+                        f"{settings.model_path}: sha256 {actual} does not match the pinned "
+                        f"model_sha256 {settings.model_sha256}; refusing to certify with it"
+                    )
             pipeline = FramePipeline(settings.model_path, settings.certify, settings.roi)
             pipeline.warmup()
         except RobustMonitorError as exc:

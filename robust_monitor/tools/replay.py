@@ -174,8 +174,14 @@ def _monitor_settings(values: Mapping[str, Any]) -> tuple[str, CertifyConfig, Ro
 
     The monitor node's own ``settings_from_values`` checks them (types, ranges, choices) when
     rclpy is installed (it lives in the node module). Without rclpy (a pip install without the
-    ``ros`` extra) the dataclasses' own validation is all there is.
+    ``ros`` extra) the dataclasses' own validation is all there is. A pinned ``model_sha256``
+    is enforced as the node enforces it: a model file with another hash is refused.
     """
+    pinned = str(values.get("model_sha256") or "").strip().lower()
+    if pinned and sha256_file(str(values["model_path"])) != pinned:
+        raise ConfigError(
+            f"{values['model_path']}: sha256 does not match the pinned model_sha256 {pinned}"
+        )
     try:
         from robust_monitor.ros.monitor_node import settings_from_values
     except ImportError:
@@ -202,6 +208,7 @@ def _monitor_defaults() -> dict[str, Any]:
         d = CertifyConfig()
         return {
             "model_path": str(DEFAULT_MODEL),
+            "model_sha256": "",
             "image_topic": "/camera/image_raw",
             "compressed": False,
             "qos_reliability": "best_effort",
