@@ -21,11 +21,12 @@ from hypothesis import strategies as st
 from robust_monitor.core.certify.model import sha256_file
 from robust_monitor.core.errors import ConfigError, ModelError
 from robust_monitor.core.ood.calibration import Calibration
-from robust_monitor.core.ood.scores import DETECTORS
+from robust_monitor.core.ood.input_stats import FEATURES
 from robust_monitor.core.pipeline import CertifyConfig, FramePipeline
 from robust_monitor.synth.roadsigns import render_dataset
 from robust_monitor.tools import reference_models
 from robust_monitor.tools.calibrate_cmd import (
+    DEFAULT_DETECTORS,
     Normaliser,
     fused_thresholds,
     load_frames,
@@ -69,8 +70,9 @@ def _check_file(path: Path, model: Path) -> dict[str, Any]:
     sha = sha256_file(model)
     cal = Calibration.load(path, model_sha256=sha)
     assert cal.model_sha256 == sha
-    assert set(cal.thresholds) == set(DETECTORS)
-    assert cal.mahalanobis is not None
+    assert set(cal.thresholds) == set(DEFAULT_DETECTORS)
+    assert cal.mahalanobis is None  # calibrated on request only
+    assert cal.input_stats is not None and cal.input_stats.features == FEATURES
     for t in cal.thresholds.values():
         assert t.error >= t.warn
     provenance = read_provenance(path)
@@ -79,7 +81,9 @@ def _check_file(path: Path, model: Path) -> dict[str, Any]:
     return provenance
 
 
-def test_calibrate_from_an_image_folder(small_cnn_path: Path, image_dir: Path, tmp_path: Path):
+def test_calibrate_from_an_image_folder(
+    small_cnn_path: Path, image_dir: Path, tmp_path: Path
+) -> None:
     out = tmp_path / "cal.yaml"
     assert _calibrate(small_cnn_path, out, "--images", str(image_dir)) == 0
     provenance = _check_file(out, small_cnn_path)
@@ -88,7 +92,7 @@ def test_calibrate_from_an_image_folder(small_cnn_path: Path, image_dir: Path, t
     assert provenance["labels"].startswith("model predictions")
     assert provenance["split"] == {
         "seed": 0,
-        "mahalanobis_fit": 5,
+        "model_fit": 5,
         "normalise": 4,
         "conformal": 5,
     }
@@ -147,7 +151,9 @@ def _write_bag(path: Path, images: np.ndarray, topic: str = TOPIC) -> Path:
     return path
 
 
-def test_calibrate_from_a_recording(small_cnn_path: Path, renders: np.ndarray, tmp_path: Path):
+def test_calibrate_from_a_recording(
+    small_cnn_path: Path, renders: np.ndarray, tmp_path: Path
+) -> None:
     bag = _write_bag(tmp_path / "drive", renders)
     out = tmp_path / "cal.yaml"
     assert _calibrate(small_cnn_path, out, "--bag", str(bag), "--topic", TOPIC) == 0
@@ -164,7 +170,7 @@ def test_calibrate_from_renders_prints_a_summary(
     assert _calibrate(small_cnn_path, out, "--render", "15", extra=("--json",)) == 0
     summary = json.loads(capsys.readouterr().out)
     assert summary["model_sha256"] == sha256_file(small_cnn_path)
-    assert set(summary["thresholds"]) == set(DETECTORS)
+    assert set(summary["thresholds"]) == set(DEFAULT_DETECTORS)
     provenance = _check_file(out, small_cnn_path)
     assert provenance["source"] == {"kind": "render", "count": 15, "seed": 777000, "size_px": 64}
     assert provenance["labels"] == "render labels"
@@ -178,7 +184,9 @@ def test_per_detector_method_and_detector_choice(small_cnn_path: Path, tmp_path:
     cal = Calibration.load(out)
     assert set(cal.thresholds) == {"msp", "p_lower"}
     assert cal.mahalanobis is None
-    assert read_provenance(out)["split"] == {"seed": 0, "mahalanobis_fit": 0, "calibrate": 6}
+    provenance = read_provenance(out)
+    assert provenance is not None
+    assert provenance["split"] == {"seed": 0, "model_fit": 0, "calibrate": 6}
 
 
 def test_a_calibration_is_refused_for_another_model(small_cnn_path: Path, tmp_path: Path) -> None:
@@ -192,7 +200,23 @@ def test_a_calibration_is_refused_for_another_model(small_cnn_path: Path, tmp_pa
     # ... and accepted for its own model, where the pipeline scores every detector
     pipeline = FramePipeline(small_cnn_path, CertifyConfig(sigma=0.25, n0=8, n=24), calibration=out)
     result = pipeline.process(np.full((64, 64, 3), 128, np.uint8), 0.0)
-    assert set(DETECTORS) <= set(result.verdict.scores)
+    assert set(DEFAULT_DETECTORS) <= set(result.verdict.scores)
+
+
+def test_mahalanobis_and_input_stats_are_fitted_on_frames_they_do_not_calibrate(
+    small_cnn_path: Path, tmp_path: Path
+) -> None:
+    out = tmp_path / "cal.yaml"
+    extra = ("--detectors", "mahalanobis", "input_stats", "energy")
+    assert _calibrate(small_cnn_path, out, "--render", "15", extra=extra) == 0
+    cal = Calibration.load(out)
+    assert set(cal.thresholds) == {"mahalanobis", "input_stats", "energy"}
+    assert cal.mahalanobis is not None and cal.input_stats is not None
+    provenance = read_provenance(out)
+    assert provenance is not None
+    split = provenance["split"]
+    assert split["model_fit"] == 5 == cal.mahalanobis.num_samples == cal.input_stats.num_samples
+    assert {t.num_samples for t in cal.thresholds.values()} == {10}
 
 
 @pytest.mark.parametrize(

@@ -17,10 +17,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from robust_monitor.core.errors import InputError
-from robust_monitor.core.ood.scores import DETECTORS
 from robust_monitor.synth.corruptions import CORRUPTIONS
 from robust_monitor.tools import ood_sets
-from robust_monitor.tools.calibrate_cmd import Normaliser
+from robust_monitor.tools.calibrate_cmd import DEFAULT_DETECTORS, Normaliser
 from robust_monitor.tools.cli import main
 from robust_monitor.tools.eval_ood import (
     auroc,
@@ -182,7 +181,7 @@ def report(small_cnn_path: Path, tmp_path_factory: pytest.TempPathFactory) -> di
     stdout = io.StringIO()
     with contextlib.redirect_stdout(stdout):
         assert main(argv) == 0
-    printed = json.loads(stdout.getvalue())
+    printed: dict[str, Any] = json.loads(stdout.getvalue())
     written = json.loads((out / "report.json").read_text(encoding="utf-8"))
     assert printed == written
     assert (out / "report.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
@@ -198,7 +197,8 @@ def test_eval_reports_every_set_and_score(report: dict[str, Any]) -> None:
     expected |= {f"corruption/{c}@{s}" for c in CORRUPTIONS for s in (3, 5)}
     expected |= {"corruption/all@3", "corruption/all@5", "in_distribution"}
     assert set(sets) == expected
-    scores = {*DETECTORS, "camera", "fused", "model_fused"}
+    scores = {*DEFAULT_DETECTORS, "camera", "fused", "model_fused"}
+    assert "input_stats" in scores  # the per-detector table includes the new detector
     for name, entry in sets.items():
         if name == "in_distribution":
             continue

@@ -15,6 +15,7 @@ from hypothesis.extra import numpy as hnp
 
 from robust_monitor.core.errors import ConfigError, InputError
 from robust_monitor.core.ood import scores as S
+from robust_monitor.core.ood.input_stats import InputStatsModel, input_features
 
 FloatArray = npt.NDArray[np.float64]
 
@@ -227,14 +228,20 @@ def test_bad_fit_inputs_raise_input_error() -> None:
 def test_model_scores_of_one_frame(gaussian_classes: Any) -> None:
     features, labels, _ = gaussian_classes
     model = S.MahalanobisModel.fit(features, labels)
+    rng = np.random.default_rng(5)
+    inputs = rng.uniform(0.2, 0.8, (30, 3, 16, 16))
+    stats = InputStatsModel.fit(np.stack([input_features(x) for x in inputs]))
     out = S.model_scores(
         logits=[2.0, 0.0, 0.0],
         features=features[0],
         mahalanobis=model,
         abstained=False,
         p_lower=0.9,
+        model_input=inputs[0],
+        input_stats=stats,
     )
     assert set(out) == set(S.DETECTORS)
+    assert out["input_stats"] == pytest.approx(stats.score(inputs[0]))
     assert out["abstain"] == 0.0 and out["p_lower"] == pytest.approx(0.1)
     assert out["mahalanobis"] == pytest.approx(float(model.score(features[0])))
     assert S.model_scores(logits=[1.0, 2.0]).keys() == {"msp", "energy"}

@@ -1,8 +1,9 @@
 """The committed OOD calibration files: made for the shipped models, and still right for them.
 
-Each ``<model>.calibration.yaml`` must load for its model (matching SHA-256), cover every
-detector, record how it was made (``robust-monitor calibrate --render``, at least 2000 renders
-of a seed the model never trained or was selected on), and hold its false-alarm rate on fresh
+Each ``<model>.calibration.yaml`` must load for its model (matching SHA-256), cover the default
+detectors (``calibrate_cmd.DEFAULT_DETECTORS``, the input-statistics one included), record how
+it was made (``robust-monitor calibrate --render``, at least 2000 renders of a seed the model
+never trained or was selected on), and hold its false-alarm rate on fresh
 in-distribution renders of ``FRESH_SEED``, a data set seed used nowhere else.
 
 The false-alarm check is statistical. The calibration guarantees (split-conformal, method
@@ -11,9 +12,9 @@ most the target (1 %); given one calibration draw the rate scatters around that 
 ``sqrt(target / n_conformal)`` (0.3 % for 1334 conformal frames). A test fails only when the
 number of false alarms would have probability below 1e-3 at ``target + 3 * that scatter``:
 
-- the three detectors of the clean forward pass (``msp``, ``energy``, ``mahalanobis``) on
-  ``CHEAP_FRAMES`` renders (one batched inference per model): they are a subset of the fused
-  rule, so their joint rate is bounded by the same target;
+- the detectors that need no certification (``msp`` and ``energy`` from one batched clean
+  inference, ``input_stats`` from the pixels) on ``CHEAP_FRAMES`` renders: they are a subset
+  of the fused rule, so their joint rate is bounded by the same target;
 - the whole fused verdict, certification included (with the calibration's ``n0`` and ``n``), on
   ``CERTIFIED_FRAMES`` renders per model.
 
@@ -39,10 +40,11 @@ from robust_monitor.core.certify.engine import SmoothingEngine
 from robust_monitor.core.certify.model import sha256_file
 from robust_monitor.core.ood.calibration import Calibration
 from robust_monitor.core.ood.fusion import OodFusion
-from robust_monitor.core.ood.scores import DETECTORS, energy, msp_score
+from robust_monitor.core.ood.input_stats import FEATURES, input_features
+from robust_monitor.core.ood.scores import energy, msp_score
 from robust_monitor.core.pipeline import default_calibration_path
 from robust_monitor.synth.roadsigns import render_dataset
-from robust_monitor.tools.calibrate_cmd import read_provenance
+from robust_monitor.tools.calibrate_cmd import DEFAULT_DETECTORS, read_provenance
 
 MODELS_DIR = ASSETS_DIR / "models"
 STEMS = ("roadsigns_s025", "roadsigns_s050")
@@ -85,8 +87,9 @@ def test_calibration_belongs_to_the_shipped_model(stem: str) -> None:
     calibration, provenance = _calibration(stem)
     meta = json.loads(_model(stem).with_suffix(".json").read_text(encoding="utf-8"))
     assert calibration.model_sha256 == meta["sha256"] == sha256_file(_model(stem))
-    assert set(calibration.thresholds) == set(DETECTORS)
-    assert calibration.mahalanobis is not None
+    assert set(calibration.thresholds) == set(DEFAULT_DETECTORS)
+    assert calibration.input_stats is not None and calibration.input_stats.features == FEATURES
+    assert calibration.input_stats.num_samples == provenance["split"]["model_fit"] >= 2000 // 3
     assert calibration.target_false_alarm_rate == 0.01
     assert provenance["method"] == "fused"
     assert provenance["source"]["kind"] == "render"
@@ -109,12 +112,14 @@ def test_clean_pass_detectors_keep_the_false_alarm_rate(
     options.intra_op_num_threads = 2
     session = ort.InferenceSession(str(_model(stem)), options, providers=["CPUExecutionProvider"])
     images, _labels = fresh
-    logits, features = session.run(["logits", "features"], {"image": images})
-    assert calibration.mahalanobis is not None
+    (logits,) = session.run(["logits"], {"image": images})
+    assert calibration.input_stats is not None
     scores = {
         "msp": msp_score(logits),
         "energy": energy(logits),
-        "mahalanobis": calibration.mahalanobis.score(features),
+        "input_stats": calibration.input_stats.score_features(
+            np.stack([input_features(x) for x in images])
+        ),
     }
     alarms = np.zeros(len(images), bool)
     for name, values in scores.items():
@@ -140,6 +145,7 @@ def test_fused_verdict_keeps_the_false_alarm_rate(
             features=out.clean_features,
             abstained=out.certificate.abstained,
             p_lower=out.certificate.p_lower,
+            model_input=x,
         )
         levels.append(int(fusion.fuse(scores).level))
     alarms = sum(level > 0 for level in levels)

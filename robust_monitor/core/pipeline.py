@@ -122,6 +122,8 @@ class FramePipeline:
             mahalanobis=self.calibration.mahalanobis if self.calibration else None,
             abstained=cert.abstained,
             p_lower=cert.p_lower,
+            model_input=x,
+            input_stats=self.calibration.input_stats if self.calibration else None,
         )
         verdict = self.fusion.fuse(scores, camera=health, stamp_s=stamp_s)
         return FrameResult(stamp_s, cert, verdict, result.clean_logits, result.clean_features)

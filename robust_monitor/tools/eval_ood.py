@@ -28,8 +28,9 @@ checked on its own (the frozen-frame and stamp checks need a stream and never fi
 
 Scores, all higher = more OOD:
 
-- each calibrated model detector (``msp``, ``energy``, ``mahalanobis``, ``abstain``,
-  ``p_lower``);
+- each calibrated model detector (by default ``msp``, ``energy``, ``abstain``, ``p_lower``
+  and ``input_stats``, the statistics of the model input; ``mahalanobis`` when the calibration
+  has it);
 - ``camera``: the camera-health level (0 OK, 1 WARN, 2 ERROR);
 - ``fused``: the verdict level (0 OK, 1 WARN, 2 ERROR; camera and model detectors fused by
   ``core.ood.fusion.OodFusion``) plus a tie-breaker in (0, 1): ``T = max_d L_d(s_d)``, the
@@ -277,6 +278,8 @@ class Evaluator:
             mahalanobis=self.calibration.mahalanobis,
             abstained=cert.abstained,
             p_lower=cert.p_lower,
+            model_input=x,
+            input_stats=self.calibration.input_stats,
         )
         scores = {d: scores[d] for d in self.fusion.detectors}
         camera = None

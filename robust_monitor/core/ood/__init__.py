@@ -5,6 +5,8 @@
   or blocked view, frozen frames, stamp gaps, non-finite values).
 - ``scores.py``: model-based scores (MSP, energy, Mahalanobis, smoothing abstention and
   ``p_lower``), all higher = more OOD.
+- ``input_stats.py``: ``InputStatsModel``, the input-statistics detector (noise level, edge
+  energy, pixelation, JPEG blockiness, colour of the model input, scored by Mahalanobis).
 - ``calibration.py``: conformal thresholds at a target false-alarm rate, saved per model.
 - ``fusion.py``: ``OodFusion``, camera checks + model scores -> ``OodVerdict``.
 
@@ -25,6 +27,7 @@ from robust_monitor.core.ood.camera_health import (
     CameraHealthResult,
 )
 from robust_monitor.core.ood.fusion import FusionConfig, OodFusion
+from robust_monitor.core.ood.input_stats import InputStatsModel, input_features
 from robust_monitor.core.ood.scores import DETECTORS, MahalanobisModel, model_scores
 from robust_monitor.core.ood.verdict import OodLevel, OodVerdict
 
@@ -37,6 +40,7 @@ __all__ = [
     "CameraHealthResult",
     "DetectorThreshold",
     "FusionConfig",
+    "InputStatsModel",
     "MahalanobisModel",
     "OodFusion",
     "OodLevel",
@@ -44,5 +48,6 @@ __all__ = [
     "calibrate",
     "calibrate_outputs",
     "conformal_threshold",
+    "input_features",
     "model_scores",
 ]

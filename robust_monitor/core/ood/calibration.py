@@ -16,12 +16,16 @@ fusing detectors with the "any" rule adds their false-alarm rates at most.
 Each detector gets two thresholds: ``warn`` at ``target_false_alarm_rate`` (default 1 %) and
 ``error`` at the tighter ``error_false_alarm_rate`` (default a tenth of it).
 
-The Mahalanobis model must be fitted on *other* in-distribution samples than the ones its
-threshold is calibrated on (otherwise the calibration scores are optimistically small and not
-exchangeable with new frames); ``calibrate_outputs`` does that split.
+The Mahalanobis and input-statistics models must be fitted on *other* in-distribution samples
+than the ones their thresholds are calibrated on (otherwise the calibration scores are
+optimistically small and not exchangeable with new frames); ``calibrate_outputs`` and
+``tools.calibrate_cmd`` do that split.
 
 A ``Calibration`` belongs to one model file: it stores the file's SHA-256, and ``check_model``
 raises ``ModelError`` for any other model. ``save`` and ``load`` use YAML.
+
+File versions: version 2 added the optional ``input_stats`` model (``input_stats.py``) and its
+detector; version 1 files (without it) still load, and then that detector is simply absent.
 """
 
 from __future__ import annotations
@@ -40,6 +44,7 @@ import numpy.typing as npt
 import yaml
 
 from robust_monitor.core.errors import ConfigError, InputError, ModelError
+from robust_monitor.core.ood.input_stats import InputStatsModel
 from robust_monitor.core.ood.scores import (
     DETECTORS,
     MahalanobisModel,
@@ -50,7 +55,9 @@ from robust_monitor.core.ood.scores import (
 from robust_monitor.core.ood.verdict import OodLevel
 
 FORMAT: Final[str] = "robust_monitor.ood_calibration"
-VERSION: Final[int] = 1
+VERSION: Final[int] = 2
+READABLE_VERSIONS: Final[tuple[int, ...]] = (1, 2)
+"""File versions ``from_mapping`` accepts (1: no ``input_stats``)."""
 _SHA256 = re.compile(r"^[0-9a-f]{64}$")
 
 
@@ -130,6 +137,7 @@ class Calibration:
     error_false_alarm_rate: float
     thresholds: Mapping[str, DetectorThreshold]
     mahalanobis: MahalanobisModel | None = None
+    input_stats: InputStatsModel | None = None
 
     def __post_init__(self) -> None:
         if not (isinstance(self.model_sha256, str) and _SHA256.match(self.model_sha256.lower())):
@@ -153,6 +161,8 @@ class Calibration:
                 raise ConfigError(f"thresholds[{name!r}] must be a DetectorThreshold")
         if "mahalanobis" in self.thresholds and self.mahalanobis is None:
             raise ConfigError("a mahalanobis threshold needs the mahalanobis model it scores")
+        if "input_stats" in self.thresholds and self.input_stats is None:
+            raise ConfigError("an input_stats threshold needs the input_stats model it scores")
         ordered = {n: self.thresholds[n] for n in DETECTORS if n in self.thresholds}
         object.__setattr__(self, "thresholds", MappingProxyType(ordered))
 
@@ -191,14 +201,17 @@ class Calibration:
         features: npt.ArrayLike | None = None,
         abstained: bool | None = None,
         p_lower: float | None = None,
+        model_input: npt.ArrayLike | None = None,
     ) -> dict[str, float]:
-        """``scores.model_scores`` with this calibration's Mahalanobis model."""
+        """``scores.model_scores`` with this calibration's Mahalanobis and input-stats models."""
         return model_scores(
             logits=logits,
             features=features,
             mahalanobis=self.mahalanobis,
             abstained=abstained,
             p_lower=p_lower,
+            model_input=model_input,
+            input_stats=self.input_stats,
         )
 
     # --- plain form and files -------------------------------------------------------------------
@@ -213,6 +226,7 @@ class Calibration:
             "score_direction": "higher is more out-of-distribution; fires when score > threshold",
             "thresholds": {name: t.as_dict() for name, t in self.thresholds.items()},
             "mahalanobis": None if self.mahalanobis is None else self.mahalanobis.as_dict(),
+            "input_stats": None if self.input_stats is None else self.input_stats.as_dict(),
         }
 
     @classmethod
@@ -228,7 +242,7 @@ class Calibration:
             "error_false_alarm_rate",
             "thresholds",
         }
-        optional = {"score_direction", "mahalanobis"}
+        optional = {"score_direction", "mahalanobis", "input_stats"}
         missing = sorted(required - set(data))
         unknown = sorted(str(k) for k in set(data) - required - optional)
         if missing or unknown:
@@ -238,8 +252,18 @@ class Calibration:
             )
         if data["format"] != FORMAT:
             raise ConfigError(f"format must be {FORMAT!r}, got {data['format']!r}")
-        if data["version"] != VERSION or isinstance(data["version"], bool):
-            raise ConfigError(f"version must be {VERSION}, got {data['version']!r}")
+        version = data["version"]
+        if isinstance(version, bool) or version not in READABLE_VERSIONS:
+            raise ConfigError(
+                f"version must be one of {list(READABLE_VERSIONS)}, got {version!r}"
+                + (
+                    f"; this file is newer than this robust_monitor (reads up to {VERSION})"
+                    if isinstance(version, int) and version > VERSION
+                    else ""
+                )
+            )
+        if version == 1 and data.get("input_stats") is not None:
+            raise ConfigError("input_stats needs a version 2 file, got version 1")
         raw = data["thresholds"]
         if not isinstance(raw, Mapping):
             raise ConfigError(
@@ -261,12 +285,14 @@ class Calibration:
                 float(warn), float(error), entry["num_samples"]
             )
         maha = data.get("mahalanobis")
+        stats = data.get("input_stats")
         return cls(
             model_sha256=data["model_sha256"],
             target_false_alarm_rate=_number(data, "target_false_alarm_rate"),
             error_false_alarm_rate=_number(data, "error_false_alarm_rate"),
             thresholds=thresholds,
             mahalanobis=None if maha is None else MahalanobisModel.from_dict(maha),
+            input_stats=None if stats is None else InputStatsModel.from_dict(stats),
         )
 
     def save(self, path: str | Path) -> Path:
@@ -323,6 +349,7 @@ def calibrate(
     target_false_alarm_rate: float = 0.01,
     error_false_alarm_rate: float | None = None,
     mahalanobis: MahalanobisModel | None = None,
+    input_stats: InputStatsModel | None = None,
 ) -> Calibration:
     """Thresholds from in-distribution ``scores`` (detector name -> 1-D sample, higher = OOD).
 
@@ -353,6 +380,7 @@ def calibrate(
         error_false_alarm_rate=float(error_rate),
         thresholds=thresholds,
         mahalanobis=mahalanobis,
+        input_stats=input_stats,
     )
 
 

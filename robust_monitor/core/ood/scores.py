@@ -11,6 +11,9 @@ what ``calibration`` thresholds) is oriented so that **higher means more out-of-
 - ``abstain``: 1 when randomized smoothing abstained, else 0.
 - ``p_lower``: ``1 - p_lower``, where ``p_lower`` is the certificate's lower confidence bound of
   the top class probability under noise.
+- ``input_stats``: the Mahalanobis distance of low-level statistics of the model input (noise
+  level, edge energy, pixelation, JPEG blockiness, colour) to their in-distribution Gaussian
+  (``input_stats.InputStatsModel``); it looks at the pixels, not through the network.
 
 ``max_softmax_probability`` itself is the classic *confidence* (higher = more in-distribution);
 it is offered for reports, and ``msp`` is its detector form.
@@ -21,7 +24,7 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Final
+from typing import TYPE_CHECKING, Any, Final
 
 import numpy as np
 import numpy.typing as npt
@@ -29,9 +32,19 @@ from scipy import linalg
 
 from robust_monitor.core.errors import ConfigError, InputError
 
+if TYPE_CHECKING:
+    from robust_monitor.core.ood.input_stats import InputStatsModel
+
 FloatArray = npt.NDArray[np.float64]
 
-DETECTORS: Final[tuple[str, ...]] = ("msp", "energy", "mahalanobis", "abstain", "p_lower")
+DETECTORS: Final[tuple[str, ...]] = (
+    "msp",
+    "energy",
+    "mahalanobis",
+    "abstain",
+    "p_lower",
+    "input_stats",
+)
 """Names of the model-based detectors; every score is higher = more OOD."""
 
 
@@ -311,12 +324,15 @@ def model_scores(
     abstained: bool | None = None,
     p_lower: float | None = None,
     temperature: float = 1.0,
+    model_input: npt.ArrayLike | None = None,
+    input_stats: InputStatsModel | None = None,
 ) -> dict[str, float]:
     """Every detector score that the given outputs of one frame allow, keyed by detector name.
 
     ``logits`` (K,) give ``msp`` and ``energy``; ``features`` (D,) with a fitted ``mahalanobis``
     model give ``mahalanobis``; the certificate's ``abstained`` and ``p_lower`` give ``abstain``
-    and ``p_lower``. All are higher = more OOD.
+    and ``p_lower``; the (C, H, W) ``model_input`` in [0, 1] with a fitted ``input_stats`` model
+    gives ``input_stats``. All are higher = more OOD.
     """
     out: dict[str, float] = {}
     if logits is not None:
@@ -334,4 +350,6 @@ def model_scores(
         out["abstain"] = abstention_score(abstained)
     if p_lower is not None:
         out["p_lower"] = p_lower_score(p_lower)
+    if model_input is not None and input_stats is not None:
+        out["input_stats"] = input_stats.score(model_input)
     return out
