@@ -145,3 +145,57 @@ def test_model_reads_signs_in_the_scene_roi(stem: str) -> None:
     x = np.stack(crops).transpose(0, 3, 1, 2).astype(np.float32) / 255.0
     accuracy = float((_predict(_session(stem), x) == np.array(labels)).mean())
     assert accuracy >= 0.85, f"{stem}: scene ROI accuracy {accuracy:.2f}"
+
+
+# --- the model cards --------------------------------------------------------------------------
+CARD_CLEAN_IMAGES = 400
+CARD_SMOOTHED_IMAGES = 60
+
+
+def _card(stem: str) -> dict[str, Any]:
+    data = json.loads((MODELS_DIR / f"{stem}.card.json").read_text(encoding="utf-8"))
+    assert isinstance(data, dict)
+    return data
+
+
+def _tolerance(p: float, images: int) -> float:
+    """Four standard errors of a fresh measurement on ``images`` images (plus 1 point)."""
+    return 4.0 * float(np.sqrt(max(p * (1.0 - p), 0.01) / images)) + 0.01
+
+
+@pytest.mark.parametrize("stem", sorted(SIGMA))
+def test_card_describes_this_very_model(stem: str) -> None:
+    card = _card(stem)
+    path = MODELS_DIR / f"{stem}.onnx"
+    assert card["sha256"] == hashlib.sha256(path.read_bytes()).hexdigest()
+    assert card["sigma"] == SIGMA[stem] and card["classes"] == list(CLASSES)
+    for name in (f"{stem}.card.md", f"{stem}.card.png"):
+        assert (MODELS_DIR / name).is_file()
+    assert card["sha256"] in (MODELS_DIR / f"{stem}.card.md").read_text(encoding="utf-8")
+    values = card["certified_accuracy"]["values"]
+    assert list(values) == ["0.00", "0.25", "0.50", "0.75", "1.00"]
+    assert all(a >= b for a, b in zip(values.values(), list(values.values())[1:], strict=False))
+
+
+@pytest.mark.parametrize("stem", sorted(SIGMA))
+def test_fresh_renders_reproduce_the_cards_accuracy(stem: str) -> None:
+    """Clean accuracy on fresh renders, and the smoothed classifier's certified accuracy at
+    r = 0 on a fresh subsample (n = 1000 instead of the card's 10,000: at r = 0 only the sign of
+    p_lower - 1/2 matters), each within four standard errors of the card."""
+    from robust_monitor.core.certify.engine import SmoothingEngine
+
+    card = _card(stem)
+    images, labels = render_dataset(CARD_CLEAN_IMAGES, TEST_DATA_SEED + 1)
+    x = images.transpose(0, 3, 1, 2).astype(np.float32) / 255.0
+    clean = float((_predict(_session(stem), x) == labels).mean())
+    expected_clean = card["clean_accuracy"]["value"]
+    assert abs(clean - expected_clean) <= _tolerance(expected_clean, CARD_CLEAN_IMAGES), clean
+
+    engine = SmoothingEngine(MODELS_DIR / f"{stem}.onnx", None, providers="cpu", seed=7)
+    hits = 0
+    for frame, label in zip(x[:CARD_SMOOTHED_IMAGES], labels[:CARD_SMOOTHED_IMAGES], strict=True):
+        cert = engine.certify(frame, n0=100, n=1000, alpha=0.001).certificate
+        hits += int(not cert.abstained and cert.label == int(label))
+    smoothed = hits / CARD_SMOOTHED_IMAGES
+    expected = card["certified_accuracy"]["values"]["0.00"]
+    assert abs(smoothed - expected) <= _tolerance(expected, CARD_SMOOTHED_IMAGES), smoothed
