@@ -9,7 +9,7 @@ export ROS_AUTOMATIC_DISCOVERY_RANGE := LOCALHOST
 export FASTDDS_DEFAULT_PROFILES_FILE := $(CURDIR)/test/fastdds_loopback.xml
 export RMW_IMPLEMENTATION := rmw_fastrtps_cpp
 
-.PHONY: setup demo test lint typecheck check bench model clean
+.PHONY: setup demo test lint typecheck check bench model clean sim-suite
 
 setup: $(STAMP)
 
@@ -36,6 +36,11 @@ check: lint typecheck test
 
 bench: $(STAMP)
 	$(BIN)/robust-monitor bench --json
+
+sim-suite: $(STAMP)
+	@status=0; for f in scenarios/*.yaml; do \
+	  $(BIN)/robust-monitor sim $$f --out runs/sim_$$(basename $$f .yaml) --no-plot || status=1; \
+	done; exit $$status
 
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache .mypy_cache .ruff_cache

@@ -30,6 +30,7 @@ def _subcommands() -> list[tuple[str, Callable[[argparse._SubParsersAction], Non
         play_cmd,
         replay,
         ros_cmd,
+        sim,
     )
 
     return [
@@ -42,6 +43,7 @@ def _subcommands() -> list[tuple[str, Callable[[argparse._SubParsersAction], Non
         ("model-card", model_card.add_parser),
         ("replay", replay.add_parser),
         ("play", play_cmd.add_parser),
+        ("sim", sim.add_parser),
     ]
 
 
