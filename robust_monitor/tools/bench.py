@@ -82,6 +82,15 @@ def add_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-ar
     parser.add_argument("--budget-ms", type=float, default=33.0, help="--sequential: budget")
     parser.add_argument("--seq-every", type=int, default=6, help="--sequential: every k-th frame")
     parser.add_argument("--seq-frames", type=int, default=150, help="--sequential: frames")
+    parser.add_argument(
+        "--fuzz",
+        action="store_true",
+        help="also fuzz every input parser (images, model metadata, calibration; needs "
+        "hypothesis, the test extra)",
+    )
+    parser.add_argument(
+        "--fuzz-cases", type=int, default=10_000, help="--fuzz: generated inputs per parser"
+    )
     parser.set_defaults(run=run)
 
 
@@ -248,6 +257,22 @@ def bench_latency(
 
 
 def run(args: argparse.Namespace) -> int:
+    fuzz: Callable[..., dict[str, Any]] | None = None
+    if args.fuzz:  # checked first: a missing extra must not cost the other benches' time
+        if args.fuzz_cases < 1:
+            print(f"--fuzz-cases must be >= 1, got {args.fuzz_cases}", file=sys.stderr)
+            return 2
+        try:
+            from robust_monitor.tools.bench_fuzz import bench_fuzz as fuzz
+        except ImportError as exc:
+            if not (exc.name or "").startswith("hypothesis"):
+                raise
+            print(
+                "bench --fuzz needs hypothesis, which comes with the test extra: "
+                "pip install -e '.[test]'",
+                file=sys.stderr,
+            )
+            return 2
     report: dict[str, Any] = {
         "command": " ".join(["robust-monitor", *sys.argv[1:]])
         if sys.argv
@@ -292,6 +317,8 @@ def run(args: argparse.Namespace) -> int:
             seed=args.seed,
             threads=args.threads,
         )
+    if fuzz is not None:
+        report["fuzz"] = fuzz(args.fuzz_cases, progress=_progress)
     if args.arbiter:
         from robust_monitor.tools.bench_arbiter import bench_reaction
 
@@ -313,4 +340,15 @@ def run(args: argparse.Namespace) -> int:
         )
         for key, value in report["certify_latency"].items():
             print(f"latency {key}: p50 {value['p50_ms']} ms, p99 {value['p99_ms']} ms")
+    if "fuzz" in report and not args.json:
+        for name, p in report["fuzz"]["parsers"].items():
+            print(
+                f"fuzz {name}: {p.get('cases', 0)} cases, {p.get('ok', 0)} ok, "
+                f"{p.get('clean_errors', 0)} clean errors, {p.get('unexpected', 0)} unexpected, "
+                f"max {p.get('max_case_ms', 0)} ms/case, "
+                f"peak RSS +{p.get('peak_rss_growth_kib', 0)} KiB"
+                + (f" ({p['skipped']})" if p.get("skipped") else "")
+            )
+            for failure in p.get("first_unexpected", []):
+                print(f"  unexpected: {failure}")
     return 0

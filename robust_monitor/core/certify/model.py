@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -116,14 +117,14 @@ def load_model_spec(path: str | Path, model: onnx.ModelProto | None = None) -> M
     if meta_path.is_file():
         try:
             meta = json.loads(meta_path.read_text(encoding="utf-8"))
-        except (OSError, ValueError) as exc:
+        except (OSError, ValueError, RecursionError) as exc:  # RecursionError: deep nesting
             raise ModelError(f"{meta_path}: unreadable model metadata: {exc}") from exc
         if not isinstance(meta, dict) or meta.get("format") != METADATA_FORMAT:
             raise ModelError(f"{meta_path}: 'format' must be {METADATA_FORMAT!r}")
 
     graph_input = inputs[0]
     in_dims = _static_dims(graph_input)
-    meta_input = meta.get("input", {})
+    meta_input = _object(meta, "input", meta_path)
     input_name = str(meta_input.get("name", graph_input.name))
     if input_name != graph_input.name:
         raise ModelError(
@@ -136,7 +137,7 @@ def load_model_spec(path: str | Path, model: onnx.ModelProto | None = None) -> M
         raise ModelError(f"{p}: input must be NCHW (rank 4), graph has shape {in_dims}")
     chw: list[int | str] = in_dims[1:]
     if "shape" in meta_input:
-        want = [int(v) for v in meta_input["shape"]]
+        want = _int_list(meta_input["shape"], "input.shape", meta_path)
         clash = any(isinstance(g, int) and g != w for g, w in zip(chw, want, strict=False))
         if len(want) != 3 or clash:
             raise ModelError(
@@ -150,7 +151,7 @@ def load_model_spec(path: str | Path, model: onnx.ModelProto | None = None) -> M
         )
     c, h, w = (int(v) for v in chw)
 
-    meta_outputs = meta.get("outputs", {})
+    meta_outputs = _object(meta, "outputs", meta_path)
     logits_name = str(meta_outputs.get("logits", model.graph.output[0].name))
     if logits_name not in outputs:
         raise ModelError(f"{p}: logits output {logits_name!r} not among outputs {list(outputs)}")
@@ -163,10 +164,15 @@ def load_model_spec(path: str | Path, model: onnx.ModelProto | None = None) -> M
     # A bare model's second output counts as features when it is literally named "features".
     default_features = "features" if "features" in outputs and logits_name != "features" else None
     features_name = meta_outputs.get("features", default_features)
+    if features_name is not None and not isinstance(features_name, str):
+        raise ModelError(f"{meta_path}: outputs.features must be a string, got {features_name!r}")
     if features_name is not None and features_name not in outputs:
         raise ModelError(f"{p}: features output {features_name!r} not among {list(outputs)}")
 
-    classes = tuple(str(x) for x in meta.get("classes", []))
+    raw_classes = meta.get("classes", [])
+    if not (isinstance(raw_classes, list) and all(isinstance(x, str) for x in raw_classes)):
+        raise ModelError(f"{meta_path}: classes must be a list of strings, got {raw_classes!r}")
+    classes = tuple(raw_classes)
     if classes and len(classes) != num_classes:
         raise ModelError(
             f"{meta_path}: {len(classes)} class names for a model with {num_classes} logits"
@@ -175,7 +181,9 @@ def load_model_spec(path: str | Path, model: onnx.ModelProto | None = None) -> M
     if channel_order not in CHANNEL_ORDERS:
         raise ModelError(f"{meta_path}: channel_order must be one of {CHANNEL_ORDERS}")
     value_range = meta_input.get("value_range", [0.0, 1.0])
-    if [float(v) for v in value_range] != [0.0, 1.0]:
+    if not (isinstance(value_range, list) and all(_is_number(v) for v in value_range)) or [
+        float(v) for v in value_range
+    ] != [0.0, 1.0]:
         raise ModelError(f"{meta_path}: only value_range [0.0, 1.0] is supported")
     sha = sha256_file(p)
     if "sha256" in meta and str(meta["sha256"]).lower() != sha:
@@ -184,6 +192,8 @@ def load_model_spec(path: str | Path, model: onnx.ModelProto | None = None) -> M
             "(the model file changed or belongs to other metadata)"
         )
     sigma = meta.get("sigma")
+    if sigma is not None and not (_is_number(sigma) and math.isfinite(sigma) and sigma > 0):
+        raise ModelError(f"{meta_path}: sigma must be a finite number > 0, got {sigma!r}")
     known = {"format", "name", "classes", "input", "outputs", "sigma", "sha256"}
     return ModelSpec(
         path=p,
@@ -199,3 +209,24 @@ def load_model_spec(path: str | Path, model: onnx.ModelProto | None = None) -> M
         sigma=float(sigma) if sigma is not None else None,
         extra={k: v for k, v in meta.items() if k not in known},
     )
+
+
+# --- metadata field types: a wrong type is a ModelError that names the key ----------------------
+def _is_number(value: object) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool)
+
+
+def _object(meta: dict[str, Any], key: str, meta_path: Path) -> dict[str, Any]:
+    value = meta.get(key, {})
+    if not isinstance(value, dict):
+        raise ModelError(f"{meta_path}: {key!r} must be a JSON object, got {value!r}")
+    return value
+
+
+def _int_list(value: object, key: str, meta_path: Path) -> list[int]:
+    if not (
+        isinstance(value, list)
+        and all(isinstance(v, int) and not isinstance(v, bool) for v in value)
+    ):
+        raise ModelError(f"{meta_path}: {key} must be a list of integers, got {value!r}")
+    return list(value)

@@ -7,6 +7,7 @@ InputError that names the file and says what was expected.
 
 from __future__ import annotations
 
+import struct
 from pathlib import Path
 
 import cv2
@@ -17,10 +18,33 @@ from robust_monitor.core.errors import InputError
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".ppm", ".pgm", ".tif", ".tiff", ".webp")
 
 
+_PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+
+
+def png_chunk_problem(data: bytes) -> str | None:
+    """Why a PNG's chunk structure is impossible (a chunk longer than the bytes after it, no
+    IEND), or None. Checked before decoding: OpenCV trusts the declared chunk length, so a
+    264-byte PNG whose IDAT claims 160 MB made it allocate gigabytes and stall for seconds."""
+    i = len(_PNG_MAGIC)
+    while i + 12 <= len(data):
+        (length,) = struct.unpack(">I", data[i : i + 4])
+        follow = len(data) - i - 12
+        if length > follow:
+            return (
+                f"PNG chunk {data[i + 4 : i + 8]!r} declares {length} bytes, only {follow} follow"
+            )
+        if data[i + 4 : i + 8] == b"IEND":
+            return None
+        i += 12 + length
+    return "PNG data ends before its IEND chunk (truncated)"
+
+
 def decode_image_bytes(data: bytes) -> np.ndarray:
     """Compressed image bytes (JPEG, PNG, ...) -> uint8 (H, W, 3) RGB."""
     if not data:
         raise InputError("empty image data")
+    if data.startswith(_PNG_MAGIC) and (problem := png_chunk_problem(data)) is not None:
+        raise InputError(f"image data could not be decoded (corrupt PNG: {problem})")
     buffer = np.frombuffer(data, dtype=np.uint8)
     decoded = cv2.imdecode(buffer, cv2.IMREAD_COLOR)
     if decoded is None:

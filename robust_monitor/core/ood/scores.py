@@ -301,8 +301,15 @@ def _is_number(value: object) -> bool:
 def _matrix(value: object, name: str) -> FloatArray:
     ok = (
         isinstance(value, Sequence)
+        and not isinstance(value, str)
         and len(value) > 0
-        and all(isinstance(row, Sequence) and all(_is_number(v) for v in row) for row in value)
+        and all(
+            isinstance(row, Sequence)
+            and not isinstance(row, str)  # a string is a Sequence too
+            and len(row) > 0
+            and all(_is_number(v) for v in row)
+            for row in value
+        )
     )
     if not ok:
         raise ConfigError(f"{name} must be a non-empty list of lists of numbers")
