@@ -74,7 +74,10 @@ def test_play_publishes_frames_in_order_with_a_clock(tmp_path: Path) -> None:
         node.create_subscription(
             Clock, "/clock", lambda m: clocks.append(m.clock.sec * 10**9 + m.clock.nanosec), qos
         )
-        cmd = [sys.executable, "-m", "robust_monitor.tools.cli", "play", str(bag), "--delay", "1.5"]
+        cmd = [
+            sys.executable, "-m", "robust_monitor.tools.cli", "play", str(bag),
+            "--wait-for-subscribers", "30", "--delay", "0.5",
+        ]  # fmt: skip
         done = subprocess.run(cmd, capture_output=True, text=True, timeout=60)
         time.sleep(0.5)
     assert done.returncode == 0, done.stderr

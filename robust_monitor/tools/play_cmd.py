@@ -1,6 +1,7 @@
 """``robust-monitor play BAG``: publish a rosbag2 recording live over rclpy, with ``/clock``.
 
     robust-monitor play BAG [--rate R] [--topics T ...] [--clock-hz HZ] [--no-clock] [--delay S]
+                        [--wait-for-subscribers S]
 
 For a pip install without the ``ros2`` command (no ``ros2 bag play``): the nodes can be tested
 live on a recording (start them with ``use_sim_time:=true``). Every topic whose message package
@@ -13,8 +14,10 @@ log time; a ``/clock`` topic recorded in the bag is not replayed (one clock sour
 ``--no-clock`` replays the recorded ``/clock`` instead, if there is one.
 
 QoS: reliable, keep last 10, volatile for every topic (matches reliable and best-effort
-subscribers alike); ``/clock`` reliable, keep last 1. ``--delay`` waits after creating the
-publishers so that subscribers are discovered before the first message.
+subscribers alike); ``/clock`` reliable, keep last 1. Volatile means a subscriber that is not
+matched yet misses the first messages: ``--wait-for-subscribers S`` first waits (up to S s)
+until every played topic has a subscriber, then ``--delay`` waits a little longer so that the
+reliable handshake completes.
 
 ROS 1 bags are refused: their messages are not ROS 2 CDR (``robust-monitor replay`` reads them).
 rclpy is needed (the ``ros`` extra); without it the command says so.
@@ -52,6 +55,13 @@ def add_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-ar
     parser.add_argument(
         "--delay", type=float, default=0.5, help="seconds to wait for discovery before playing"
     )
+    parser.add_argument(
+        "--wait-for-subscribers",
+        type=float,
+        default=0.0,
+        metavar="S",
+        help="first wait up to S seconds until every played topic has a subscriber",
+    )
     parser.set_defaults(run=run)
 
 
@@ -82,6 +92,8 @@ def _check(args: argparse.Namespace) -> None:
         raise ConfigError(f"--clock-hz must be > 0, got {args.clock_hz}")
     if not (args.delay >= 0):
         raise ConfigError(f"--delay must be >= 0, got {args.delay}")
+    if not (args.wait_for_subscribers >= 0):
+        raise ConfigError(f"--wait-for-subscribers must be >= 0, got {args.wait_for_subscribers}")
     if not (args.bag / "metadata.yaml").is_file():
         if args.bag.exists():
             raise RecordingError(
@@ -155,6 +167,11 @@ def play(args: argparse.Namespace, rclpy: Any, node_cls: Any, qos: tuple[Any, ..
                 history=history.KEEP_LAST, depth=1, reliability=reliability.RELIABLE
             )
             clock_pub = node.create_publisher(clock_cls, CLOCK_TOPIC, clock_qos)
+        deadline = time.monotonic() + args.wait_for_subscribers
+        while time.monotonic() < deadline and not all(
+            pub.get_subscription_count() > 0 for pub in publishers.values()
+        ):
+            time.sleep(0.05)
         time.sleep(args.delay)
         start_ns = reader.start_time
         wall0 = time.perf_counter()
