@@ -9,6 +9,7 @@
 from __future__ import annotations
 
 import contextlib
+import math
 import threading
 import time
 import uuid
@@ -183,6 +184,34 @@ class Inbox:
             return bool(found)
 
         return found[0] if wait_until(check, timeout_s) else None
+
+
+class TimedInbox:
+    """Messages with their arrival time on ``clock`` (monotonic unless given), thread-safe."""
+
+    def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
+        self._clock = clock
+        self._lock = threading.Lock()
+        self._items: list[tuple[float, Any]] = []
+
+    def __call__(self, msg: Any) -> None:
+        with self._lock:
+            self._items.append((self._clock(), msg))
+
+    def items(self, since: float = -math.inf) -> list[tuple[float, Any]]:
+        with self._lock:
+            return [item for item in self._items if item[0] >= since]
+
+    def wait_for(
+        self, predicate: Callable[[Any], bool], timeout_s: float, since: float = -math.inf
+    ) -> tuple[float, Any] | None:
+        found: list[tuple[float, Any]] = []
+
+        def check() -> bool:
+            found[:] = [item for item in self.items(since) if predicate(item[1])]
+            return bool(found)
+
+        return found[0] if wait_until(check, timeout_s, 0.005) else None
 
 
 class RosHarness:

@@ -43,6 +43,7 @@ from rclpy.qos import QoSProfile, qos_profile_sensor_data
 from rosutil import (
     Inbox,
     RosHarness,
+    TimedInbox,
     call_trigger,
     known_frame,
     raw_image,
@@ -77,22 +78,6 @@ def _time_msg(t_s: float) -> Any:
 
     sec = int(t_s)
     return Time(sec=sec, nanosec=min(round((t_s - sec) * 1e9), 999_999_999))
-
-
-class TimedInbox:
-    """Messages with their arrival time (wall clock, as the frame stamps), thread-safe."""
-
-    def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self._items: list[tuple[float, Any]] = []
-
-    def __call__(self, msg: Any) -> None:
-        with self._lock:
-            self._items.append((time.time(), msg))
-
-    def items(self, since: float = 0.0) -> list[tuple[float, Any]]:
-        with self._lock:
-            return [item for item in self._items if item[0] >= since]
 
 
 @dataclass
@@ -187,7 +172,7 @@ def test_killed_monitor_stops_the_vehicle_and_autonomy_needs_a_release_after_res
     ns = unique_name("fault")
     arbiter_fqn = f"/{ns}/robust_monitor_arbiter"
     probe = harness.node("probe", ns)
-    states, certificates, commands = TimedInbox(), TimedInbox(), TimedInbox()
+    states, certificates, commands = (TimedInbox(time.time) for _ in range(3))
     probe.create_subscription(String, f"{arbiter_fqn}/state", states, latched_qos())
     probe.create_subscription(
         DiagnosticArray, f"/{ns}/robust_monitor/certificate", certificates, evidence_qos()

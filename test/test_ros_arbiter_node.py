@@ -23,7 +23,15 @@ from hypothesis import given
 from hypothesis import strategies as st
 from rclpy.node import Node
 from rclpy.parameter import Parameter
-from rosutil import RosHarness, call_trigger, ros_harness, set_parameters, unique_name, wait_until
+from rosutil import (
+    RosHarness,
+    TimedInbox,
+    call_trigger,
+    ros_harness,
+    set_parameters,
+    unique_name,
+    wait_until,
+)
 from std_msgs.msg import Bool, Float64, String
 
 from robust_monitor.core.arbiter import ArbiterPolicy
@@ -59,33 +67,6 @@ FAST: dict[str, Any] = {
 }
 SLACK_S = 0.3
 """Scheduling allowance on a loaded 2-core machine, on top of the times the policy promises."""
-
-
-class TimedInbox:
-    """Messages with their arrival time (monotonic), collected thread-safely."""
-
-    def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self._items: list[tuple[float, Any]] = []
-
-    def __call__(self, msg: Any) -> None:
-        with self._lock:
-            self._items.append((time.monotonic(), msg))
-
-    def items(self, since: float = -math.inf) -> list[tuple[float, Any]]:
-        with self._lock:
-            return [item for item in self._items if item[0] >= since]
-
-    def wait_for(
-        self, predicate: Callable[[Any], bool], timeout_s: float, since: float = -math.inf
-    ) -> tuple[float, Any] | None:
-        found: list[tuple[float, Any]] = []
-
-        def check() -> bool:
-            found[:] = [item for item in self.items(since) if predicate(item[1])]
-            return bool(found)
-
-        return found[0] if wait_until(check, timeout_s, 0.005) else None
 
 
 class Feeder:

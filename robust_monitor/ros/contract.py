@@ -86,11 +86,16 @@ from robust_monitor.core.certify.certificate import ABSTAIN, Certificate
 from robust_monitor.core.certify.stats import clopper_pearson_lower, radius_from_p_lower
 from robust_monitor.core.ood.verdict import OodLevel, OodVerdict
 from robust_monitor.core.pipeline import FrameResult
+from robust_monitor.ros.contract_fields import (
+    FORMAT,
+    NO_OOD,
+    OOD_SCORE_PREFIX,
+    STATUS_NAME,
+    certificate_level,
+    certificate_message_text,
+    certificate_pairs,
+)
 
-STATUS_NAME = "robust_monitor/certificate"
-FORMAT = "robust_monitor.certificate/1"
-OOD_SCORE_PREFIX = "ood."
-NO_OOD = "none"
 CERTIFICATE_KEYS = (
     "label", "label_name", "p_lower", "radius", "n0", "n", "alpha", "sigma", "abstained",
     "count", "latency_ms", "provider",
@@ -108,31 +113,9 @@ _LEVEL_NAMES = {level.name.lower(): level for level in OodLevel}
 
 
 # --- writing -------------------------------------------------------------------------------------
-def _float_text(value: float) -> str:
-    return repr(float(value))
-
-
 def status_level(result: FrameResult) -> bytes:
     """The DiagnosticStatus level of a frame (for people; consumers read the values)."""
-    verdict = result.verdict
-    if verdict is not None and verdict.level >= OodLevel.ERROR:
-        return bytes(DiagnosticStatus.ERROR)
-    if result.certificate.abstained or (verdict is not None and verdict.level >= OodLevel.WARN):
-        return bytes(DiagnosticStatus.WARN)
-    return bytes(DiagnosticStatus.OK)
-
-
-def _summary(result: FrameResult) -> str:
-    cert = result.certificate
-    if cert.abstained:
-        text = f"abstained (p_lower {cert.p_lower:.3g} < 0.5)"
-    else:
-        text = f"certified {cert.label_name} (radius {cert.radius:.3g}, p_lower {cert.p_lower:.3g})"
-    verdict = result.verdict
-    if verdict is None:
-        return text + "; no OOD verdict"
-    reasons = ", ".join(verdict.reasons)
-    return text + f"; OOD {verdict.level.name.lower()}" + (f": {reasons}" if reasons else "")
+    return bytes([certificate_level(result)])
 
 
 def certificate_to_diagnostics(
@@ -140,42 +123,15 @@ def certificate_to_diagnostics(
 ) -> DiagnosticArray:
     """One frame's result -> the ``~/certificate`` message (see the module docstring).
 
-    ``stamp`` is the image's ``builtin_interfaces/Time`` (copied exactly into the header).
+    ``stamp`` is the image's ``builtin_interfaces/Time`` (copied exactly into the header). The
+    fields come from ``contract_fields`` (shared with the replay's results bag).
     """
-    cert = result.certificate
-    pairs: list[tuple[str, str]] = [
-        ("format", FORMAT),
-        ("label", str(int(cert.label))),
-        ("label_name", str(cert.label_name)),
-        ("p_lower", _float_text(cert.p_lower)),
-        ("radius", _float_text(cert.radius)),
-        ("n0", str(int(cert.n0))),
-        ("n", str(int(cert.n))),
-        ("alpha", _float_text(cert.alpha)),
-        ("sigma", _float_text(cert.sigma)),
-        ("abstained", "true" if cert.abstained else "false"),
-        ("count", str(int(cert.count))),
-        ("latency_ms", _float_text(cert.latency_ms)),
-        ("provider", str(cert.provider)),
-        ("model_sha256", str(model_sha256)),
-    ]
-    verdict = result.verdict
-    if verdict is None:
-        pairs += [("ood_level", NO_OOD), ("ood_reasons", "")]
-    else:
-        # A reason is a check's name; a comma inside one would split it on the way back.
-        reasons = ",".join(r.replace(",", ";").strip() for r in verdict.reasons)
-        pairs += [("ood_level", verdict.level.name.lower()), ("ood_reasons", reasons)]
-        pairs += [
-            (OOD_SCORE_PREFIX + name, _float_text(score))
-            for name, score in sorted(verdict.scores.items())
-        ]
     status = DiagnosticStatus(
         level=status_level(result),
         name=STATUS_NAME,
-        message=_summary(result),
+        message=certificate_message_text(result),
         hardware_id=str(model_name),
-        values=[KeyValue(key=k, value=v) for k, v in pairs],
+        values=[KeyValue(key=k, value=v) for k, v in certificate_pairs(result, model_sha256)],
     )
     msg = DiagnosticArray()
     msg.header.stamp = Time(sec=int(stamp.sec), nanosec=int(stamp.nanosec))

@@ -16,9 +16,9 @@ are written at the end:
   ``robust_monitor/ros/contract.py``), the arbiter state as ``std_msgs/msg/String`` and the speed
   limit as ``std_msgs/msg/Float64``, all at the frame's stamp (log time = header stamp).
 
-No rclpy here: the certificate's key/value pairs are built by ``certificate_pairs``, a pure copy
-of what ``contract.certificate_to_diagnostics`` puts in the message (a test reads the results
-bag back through ``contract.diagnostics_to_evidence`` to keep the two in step).
+No rclpy here: the certificate's key/value pairs, level and text come from
+``ros/contract_fields.py``, the same builder ``contract.certificate_to_diagnostics`` wraps in a
+message (a test also reads the results bag back through ``contract.diagnostics_to_evidence``).
 """
 
 from __future__ import annotations
@@ -39,6 +39,13 @@ from robust_monitor.core.errors import RobustMonitorError
 from robust_monitor.core.imaging.preprocess import Roi
 from robust_monitor.core.ood.verdict import OodLevel
 from robust_monitor.core.pipeline import FrameResult
+from robust_monitor.ros.contract_fields import (
+    OOD_SCORE_PREFIX,
+    STATUS_NAME,
+    certificate_level,
+    certificate_message_text,
+    certificate_pairs,
+)
 
 TIMELINE_FILE = "timeline.csv"
 SUMMARY_FILE = "summary.json"
@@ -51,10 +58,6 @@ STATE_TOPIC = "/robust_monitor_arbiter/state"
 SPEED_LIMIT_TOPIC = "/robust_monitor_arbiter/speed_limit"
 """Topics of the results bag: the names the nodes publish under in the root namespace."""
 
-CERTIFICATE_FORMAT = "robust_monitor.certificate/1"
-STATUS_NAME = "robust_monitor/certificate"
-OOD_SCORE_PREFIX = "ood."
-_STATUS_OK, _STATUS_WARN, _STATUS_ERROR = 0, 1, 2
 
 TIMELINE_COLUMNS = (
     "index",
@@ -128,70 +131,6 @@ class Episode:
     kind: str
     start_s: float
     end_s: float
-
-
-# --- the certificate message, pure ----------------------------------------------------------------
-def _float_text(value: float) -> str:
-    return repr(float(value))
-
-
-def certificate_pairs(result: FrameResult, model_sha256: str) -> list[tuple[str, str]]:
-    """The ``~/certificate`` key/value pairs of one frame, exactly as the monitor node sends them.
-
-    Same keys, order and number format as ``contract.certificate_to_diagnostics`` (floats in
-    ``repr`` form, booleans ``true``/``false``).
-    """
-    cert = result.certificate
-    pairs: list[tuple[str, str]] = [
-        ("format", CERTIFICATE_FORMAT),
-        ("label", str(int(cert.label))),
-        ("label_name", str(cert.label_name)),
-        ("p_lower", _float_text(cert.p_lower)),
-        ("radius", _float_text(cert.radius)),
-        ("n0", str(int(cert.n0))),
-        ("n", str(int(cert.n))),
-        ("alpha", _float_text(cert.alpha)),
-        ("sigma", _float_text(cert.sigma)),
-        ("abstained", "true" if cert.abstained else "false"),
-        ("count", str(int(cert.count))),
-        ("latency_ms", _float_text(cert.latency_ms)),
-        ("provider", str(cert.provider)),
-        ("model_sha256", str(model_sha256)),
-    ]
-    verdict = result.verdict
-    if verdict is None:
-        return [*pairs, ("ood_level", "none"), ("ood_reasons", "")]
-    reasons = ",".join(r.replace(",", ";").strip() for r in verdict.reasons)
-    pairs += [("ood_level", verdict.level.name.lower()), ("ood_reasons", reasons)]
-    pairs += [
-        (OOD_SCORE_PREFIX + name, _float_text(score))
-        for name, score in sorted(verdict.scores.items())
-    ]
-    return pairs
-
-
-def certificate_level(result: FrameResult) -> int:
-    """DiagnosticStatus level of a frame: ERROR on an OOD error, WARN on abstain or OOD warn."""
-    verdict = result.verdict
-    if verdict is not None and verdict.level >= OodLevel.ERROR:
-        return _STATUS_ERROR
-    if result.certificate.abstained or (verdict is not None and verdict.level >= OodLevel.WARN):
-        return _STATUS_WARN
-    return _STATUS_OK
-
-
-def certificate_message_text(result: FrameResult) -> str:
-    """The human-readable ``message`` of the certificate status."""
-    cert = result.certificate
-    if cert.abstained:
-        text = f"abstained (p_lower {cert.p_lower:.3g} < 0.5)"
-    else:
-        text = f"certified {cert.label_name} (radius {cert.radius:.3g}, p_lower {cert.p_lower:.3g})"
-    verdict = result.verdict
-    if verdict is None:
-        return text + "; no OOD verdict"
-    reasons = ", ".join(verdict.reasons)
-    return text + f"; OOD {verdict.level.name.lower()}" + (f": {reasons}" if reasons else "")
 
 
 def stamp_ns(stamp_s: float) -> int:
