@@ -244,12 +244,15 @@ class RosHarness:
         return self.add(Node(name, namespace=namespace, context=self.context))
 
     def close(self) -> None:
+        # Stop the spin thread before any node is destroyed: destroying a node whose handles sit
+        # in the wait set another thread is waiting on crashed the interpreter (a segfault in a
+        # clean-clone run).
+        self.executor.shutdown(timeout_sec=5.0)
+        self._thread.join(5.0)
         for node in reversed(self.nodes):
             self.executor.remove_node(node)
             node.destroy_node()
-        self.executor.shutdown(timeout_sec=5.0)
         rclpy.try_shutdown(context=self.context)
-        self._thread.join(5.0)
 
 
 @contextmanager
