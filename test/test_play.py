@@ -10,13 +10,10 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-
-rclpy = pytest.importorskip("rclpy")
-
-from rclpy.qos import QoSProfile, ReliabilityPolicy  # noqa: E402
-from rosbags.rosbag2 import StoragePlugin, Writer  # noqa: E402
-from rosbags.typesys import Stores, get_typestore  # noqa: E402
-from rosutil import ros_harness  # noqa: E402
+from rclpy.qos import QoSProfile, ReliabilityPolicy
+from rosbags.rosbag2 import StoragePlugin, Writer
+from rosbags.typesys import Stores, get_typestore
+from rosutil import ros_harness
 
 pytestmark = pytest.mark.ros
 

@@ -18,6 +18,7 @@ from rosbags.rosbag2 import StoragePlugin, Writer
 from rosbags.typesys import Stores, get_typestore
 
 from robust_monitor.assets import SAMPLE_DRIVE
+from robust_monitor.ros import contract
 from robust_monitor.tools import report
 from robust_monitor.tools.cli import main
 from robust_monitor.tools.recordings import iter_frames
@@ -231,7 +232,6 @@ def test_ros1_bag_replays(
 def test_results_bag_holds_one_certificate_per_frame_in_the_node_contract(
     tmp_path: Path, drive_frames: list[np.ndarray], fast_params: Path
 ) -> None:
-    contract = pytest.importorskip("robust_monitor.ros.contract")
     bag = write_bag(
         tmp_path / "bag", "mcap", [("/cam", "sensor_msgs/msg/CompressedImage")], drive_frames[:6]
     )
@@ -273,8 +273,7 @@ def test_results_bag_holds_one_certificate_per_frame_in_the_node_contract(
 def test_pure_certificate_pairs_match_the_node_contract(
     tmp_path: Path, drive_frames: list[np.ndarray], fast_params: Path
 ) -> None:
-    """report.certificate_pairs is a ROS-free copy of contract.certificate_to_diagnostics."""
-    contract = pytest.importorskip("robust_monitor.ros.contract")
+    """report's certificate fields are the ones contract.certificate_to_diagnostics sends."""
     bag = write_bag(tmp_path / "bag", "mcap", [("/cam", "sensor_msgs/msg/Image")], drive_frames[:3])
     engine = ReplayEngine(load_config(fast_params, seed=2))
     run = engine.run(recording_info(bag))

@@ -34,7 +34,7 @@ from pathlib import Path
 from typing import Any
 
 from robust_monitor.core.errors import ConfigError
-from robust_monitor.tools.recordings import RecordingError, _open
+from robust_monitor.tools.recordings import RecordingError, open_recording
 
 CLOCK_TOPIC = "/clock"
 CLOCK_TYPE = "rosgraph_msgs/msg/Clock"
@@ -124,7 +124,7 @@ def run(args: argparse.Namespace) -> int:
 
 def play(args: argparse.Namespace, rclpy: Any, node_cls: Any, qos: tuple[Any, ...]) -> PlayStats:
     durability, history, profile, reliability = qos
-    reader = _open(args.bag)
+    reader = open_recording(args.bag)
     rclpy.init(args=None)
     node = None
     try:

@@ -6,6 +6,7 @@ Frames come out in the project's image form (uint8 RGB) with their header stamp 
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,6 +19,11 @@ from robust_monitor.core.imaging.decode import decode_image_bytes, decode_raw_im
 IMAGE_TYPES = ("sensor_msgs/msg/Image", "sensor_msgs/msg/CompressedImage")
 
 
+def _one_line(exc: BaseException) -> str:
+    """An exception's text on one line (the CLI prints errors as one line)."""
+    return " ".join(str(exc).split())
+
+
 class RecordingError(RobustMonitorError):
     """A recording cannot be read: missing, corrupt, empty, or without a usable camera topic."""
 
@@ -25,13 +31,20 @@ class RecordingError(RobustMonitorError):
 @dataclass(frozen=True, slots=True)
 class CameraFrame:
     index: int
-    stamp_s: float
-    """Header stamp, seconds."""
+    stamp_ns: int
+    """Header stamp, exactly (integer nanoseconds: float seconds lose ~100 ns at today's epoch)."""
     image: np.ndarray
     """uint8 (H, W, 3) RGB."""
+    frame_id: str = ""
+    """``header.frame_id``."""
+
+    @property
+    def stamp_s(self) -> float:
+        """Header stamp, seconds."""
+        return self.stamp_ns * 1e-9
 
 
-def _open(path: Path):  # type: ignore[no-untyped-def]
+def open_recording(path: Path):  # type: ignore[no-untyped-def]
     from rosbags.highlevel import AnyReader
 
     if not path.exists():
@@ -46,7 +59,7 @@ def _open(path: Path):  # type: ignore[no-untyped-def]
 
 def camera_topics(path: str | Path) -> dict[str, str]:
     """Camera topics of a recording: {topic: message type}."""
-    reader = _open(Path(path))
+    reader = open_recording(Path(path))
     try:
         return {c.topic: c.msgtype for c in reader.connections if c.msgtype in IMAGE_TYPES}
     finally:
@@ -73,17 +86,29 @@ def choose_topic(topics: dict[str, str], requested: str | None, path: Path) -> s
 def iter_frames(path: str | Path, topic: str | None = None) -> Iterator[CameraFrame]:
     """Decoded frames of one camera topic, in recording order."""
     p = Path(path)
-    reader = _open(p)
+    reader = open_recording(p)
     try:
         topics = {c.topic: c.msgtype for c in reader.connections if c.msgtype in IMAGE_TYPES}
         chosen = choose_topic(topics, topic, p)
         connections = [c for c in reader.connections if c.topic == chosen]
-        for index, (connection, _time, raw) in enumerate(reader.messages(connections=connections)):
+        messages = reader.messages(connections=connections)
+        for index in itertools.count():
+            try:
+                connection, _time, raw = next(messages)
+            except StopIteration:
+                return
+            except Exception as exc:  # rosbags reader, struct, zstd/lz4 errors on bad chunks
+                raise RecordingError(
+                    f"{p}: recording is truncated or corrupt after {index} frames on {chosen}: "
+                    f"{type(exc).__name__}: {_one_line(exc)}"
+                ) from exc
             try:
                 msg = reader.deserialize(raw, connection.msgtype)
             except Exception as exc:
-                raise RecordingError(f"{p}: message {index} on {chosen} is corrupt: {exc}") from exc
-            stamp = msg.header.stamp.sec + msg.header.stamp.nanosec * 1e-9
+                raise RecordingError(
+                    f"{p}: message {index} on {chosen} is corrupt: {_one_line(exc)}"
+                ) from exc
+            stamp_ns = int(msg.header.stamp.sec) * 10**9 + int(msg.header.stamp.nanosec)
             try:
                 if connection.msgtype.endswith("CompressedImage"):
                     image = decode_image_bytes(bytes(msg.data))
@@ -98,6 +123,6 @@ def iter_frames(path: str | Path, topic: str | None = None) -> Iterator[CameraFr
                     )
             except InputError as exc:
                 raise RecordingError(f"{p}: frame {index} on {chosen}: {exc}") from exc
-            yield CameraFrame(index, float(stamp), image)
+            yield CameraFrame(index, stamp_ns, image, str(msg.header.frame_id))
     finally:
         reader.close()

@@ -53,7 +53,7 @@ import shutil
 import sys
 import tempfile
 import time
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TextIO
@@ -74,18 +74,17 @@ from robust_monitor.core.arbiter import (
     timeline_from_decisions,
 )
 from robust_monitor.core.certify.model import sha256_file
-from robust_monitor.core.errors import ConfigError, InputError
-from robust_monitor.core.imaging.decode import decode_image_bytes, decode_raw_image
+from robust_monitor.core.errors import ConfigError
 from robust_monitor.core.imaging.preprocess import Roi
 from robust_monitor.core.ood.verdict import OodLevel
 from robust_monitor.core.pipeline import CertifyConfig, FramePipeline, default_calibration_path
 from robust_monitor.tools import report
 from robust_monitor.tools.recordings import (
     IMAGE_TYPES,
-    CameraFrame,
     RecordingError,
-    _open,
     choose_topic,
+    iter_frames,
+    open_recording,
 )
 from robust_monitor.tools.report import Episode, FrameRecord
 
@@ -325,7 +324,7 @@ def recording_info(path: str | Path, topic: str | None = None) -> RecordingInfo:
     """The camera topic of a recording and its message count; RecordingError when unusable."""
     p = Path(path)
     try:
-        reader = _open(p)
+        reader = open_recording(p)
     except RecordingError as exc:  # rosbags' messages may span lines; the CLI prints one
         raise RecordingError(_one_line(exc)) from exc
     try:
@@ -338,70 +337,6 @@ def recording_info(path: str | Path, topic: str | None = None) -> RecordingInfo:
     if count == 0:
         raise RecordingError(f"{p}: no frames on {chosen} (empty recording)")
     return RecordingInfo(p, chosen, topics[chosen], count, duration)
-
-
-@dataclass(frozen=True, slots=True)
-class StampedFrame:
-    """A camera frame with its header stamp exactly (integer nanoseconds) and frame id."""
-
-    frame: CameraFrame
-    stamp_ns: int
-    frame_id: str
-
-
-def iter_stamped_frames(path: Path, topic: str) -> Iterator[StampedFrame]:
-    """Decoded frames with exact stamps; every reading failure is a RecordingError.
-
-    Same reading and decoding as ``recordings.iter_frames`` (its ``_open``, ``choose_topic`` and
-    decoders), plus what the results bag needs and ``CameraFrame`` lacks: the stamp in integer
-    nanoseconds (float seconds lose ~100 ns at today's epoch) and ``header.frame_id``. rosbags
-    raises several exception types on a truncated or corrupt chunk while iterating; they become
-    RecordingError here. (Once ``CameraFrame`` carries ``stamp_ns`` and ``frame_id`` this can
-    wrap ``iter_frames``; see the replay issue's report.)
-    """
-    reader = _open(path)
-    try:
-        topics = {c.topic: c.msgtype for c in reader.connections if c.msgtype in IMAGE_TYPES}
-        chosen = choose_topic(topics, topic, path)
-        connections = [c for c in reader.connections if c.topic == chosen]
-        messages = reader.messages(connections=connections)
-        index = 0
-        while True:
-            try:
-                connection, _log_ns, raw = next(messages)
-            except StopIteration:
-                return
-            except Exception as exc:  # rosbags reader, struct, zstd/lz4 errors on bad chunks
-                raise RecordingError(
-                    f"{path}: recording is truncated or corrupt after {index} frames on {chosen}: "
-                    f"{type(exc).__name__}: {_one_line(exc)}"
-                ) from exc
-            try:
-                msg = reader.deserialize(raw, connection.msgtype)
-            except Exception as exc:
-                raise RecordingError(
-                    f"{path}: message {index} on {chosen} is corrupt: {_one_line(exc)}"
-                ) from exc
-            stamp_ns = int(msg.header.stamp.sec) * 10**9 + int(msg.header.stamp.nanosec)
-            try:
-                if connection.msgtype.endswith("CompressedImage"):
-                    image = decode_image_bytes(bytes(msg.data))
-                else:
-                    image = decode_raw_image(
-                        msg.encoding,
-                        msg.height,
-                        msg.width,
-                        msg.step,
-                        bytes(msg.data),
-                        bool(msg.is_bigendian),
-                    )
-            except InputError as exc:
-                raise RecordingError(f"{path}: frame {index} on {chosen}: {exc}") from exc
-            frame = CameraFrame(index, stamp_ns * 1e-9, image)
-            yield StampedFrame(frame, stamp_ns, str(msg.header.frame_id))
-            index += 1
-    finally:
-        reader.close()
 
 
 def find_episodes(bag: Path) -> tuple[Path | None, list[Episode]]:
@@ -557,8 +492,7 @@ class ReplayEngine:
         progress = Progress(info.frames, self.progress_stream)
         wall0 = time.perf_counter()
         next_tick = math.nan
-        for stamped in iter_stamped_frames(info.path, info.topic):
-            frame = stamped.frame
+        for frame in iter_frames(info.path, info.topic):
             run.frames_read += 1
             if math.isnan(run.t0_s):
                 run.t0_s = frame.stamp_s
@@ -604,8 +538,8 @@ class ReplayEngine:
                 result,
                 decision,
                 pipeline_ms,
-                stamped.stamp_ns,
-                stamped.frame_id,
+                frame.stamp_ns,
+                frame.frame_id,
             )
             run.records.append(record)
             if sink is not None:
