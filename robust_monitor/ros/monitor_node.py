@@ -95,6 +95,7 @@ from robust_monitor.core.imaging.preprocess import Roi
 from robust_monitor.core.pipeline import CertifyConfig, FramePipeline
 from robust_monitor.ros import contract
 from robust_monitor.ros.image_conversion import compressed_image_to_rgb, image_to_rgb
+from robust_monitor.ros.monitor_settings import MonitorSettings, build_settings
 from robust_monitor.ros.parameters import (
     ParamSpec,
     Tuning,
@@ -299,17 +300,6 @@ ALLOW_RUNTIME_TUNING = ParamSpec(
 SPECS = by_name((ALLOW_RUNTIME_TUNING, *PARAMETERS))
 
 
-@dataclass(frozen=True, slots=True)
-class MonitorSettings:
-    """What the worker needs to build a pipeline."""
-
-    model_path: str
-    certify: CertifyConfig
-    roi: Roi | None
-    model_sha256: str = ""
-    """Pinned hash of the model file ('' = not pinned)."""
-
-
 def settings_from_values(values: Mapping[str, Any]) -> MonitorSettings:
     """Parameter values -> MonitorSettings; raises ConfigError saying what is wrong."""
     for spec in PARAMETERS:
@@ -317,19 +307,7 @@ def settings_from_values(values: Mapping[str, Any]) -> MonitorSettings:
         reason = None if value is None else check_value(spec, value)
         if reason is not None:
             raise ConfigError(reason)
-    sigma = float(values["sigma"])
-    roi_values = list(values.get("roi") or [])
-    config = CertifyConfig(
-        sigma=sigma if sigma > 0.0 else None,
-        n0=int(values["n0"]),
-        n=int(values["n"]),
-        alpha=float(values["alpha"]),
-        batch_size=int(values["batch_size"]),
-        providers=str(values["provider"]),
-    )
-    roi = Roi(*(float(v) for v in roi_values)) if roi_values else None
-    pinned = str(values.get("model_sha256") or "").strip().lower()
-    return MonitorSettings(str(values["model_path"]), config, roi, pinned)
+    return build_settings(values)
 
 
 # --- the one-slot mailbox and the statistics -----------------------------------------------------

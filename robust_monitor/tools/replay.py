@@ -78,6 +78,7 @@ from robust_monitor.core.errors import ConfigError
 from robust_monitor.core.imaging.preprocess import Roi
 from robust_monitor.core.ood.verdict import OodLevel
 from robust_monitor.core.pipeline import CertifyConfig, FramePipeline, default_calibration_path
+from robust_monitor.ros.monitor_settings import build_settings
 from robust_monitor.tools import report
 from robust_monitor.tools.recordings import (
     IMAGE_TYPES,
@@ -184,19 +185,9 @@ def _monitor_settings(values: Mapping[str, Any]) -> tuple[str, CertifyConfig, Ro
     try:
         from robust_monitor.ros.monitor_node import settings_from_values
     except ImportError:
-        sigma = float(values["sigma"])
-        roi_values = list(values.get("roi") or [])
-        config = CertifyConfig(
-            sigma=sigma if sigma > 0.0 else None,
-            n0=int(values["n0"]),
-            n=int(values["n"]),
-            alpha=float(values["alpha"]),
-            batch_size=int(values["batch_size"]),
-            providers=str(values["provider"]),
-        )
-        roi = Roi(*(float(v) for v in roi_values)) if roi_values else None
-        return str(values["model_path"]), config, roi
-    settings = settings_from_values(values)
+        settings = build_settings(values)  # the same builder, without the node's checks
+    else:
+        settings = settings_from_values(values)
     return settings.model_path, settings.certify, settings.roi
 
 
