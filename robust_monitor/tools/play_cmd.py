@@ -62,6 +62,13 @@ def add_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-ar
         metavar="S",
         help="first wait up to S seconds until every played topic has a subscriber",
     )
+    parser.add_argument(
+        "--flush-timeout",
+        type=float,
+        default=5.0,
+        metavar="S",
+        help="at the end, wait up to S seconds for subscribers to acknowledge every message",
+    )
     parser.set_defaults(run=run)
 
 
@@ -85,6 +92,13 @@ class PlayStats:
     skipped_topics: tuple[str, ...]
 
 
+def _wait_acked(publisher: Any, timeout_s: float) -> bool:
+    """Block until every reliable subscriber acknowledged what ``publisher`` sent (or timeout)."""
+    from rclpy.duration import Duration
+
+    return bool(publisher.wait_for_all_acked(Duration(nanoseconds=int(timeout_s * 1e9))))
+
+
 def _check(args: argparse.Namespace) -> None:
     if not (args.rate > 0):
         raise ConfigError(f"--rate must be > 0, got {args.rate}")
@@ -94,6 +108,8 @@ def _check(args: argparse.Namespace) -> None:
         raise ConfigError(f"--delay must be >= 0, got {args.delay}")
     if not (args.wait_for_subscribers >= 0):
         raise ConfigError(f"--wait-for-subscribers must be >= 0, got {args.wait_for_subscribers}")
+    if not (args.flush_timeout >= 0):
+        raise ConfigError(f"--flush-timeout must be >= 0, got {args.flush_timeout}")
     if not (args.bag / "metadata.yaml").is_file():
         if args.bag.exists():
             raise RecordingError(
@@ -212,6 +228,13 @@ def play(args: argparse.Namespace, rclpy: Any, node_cls: Any, qos: tuple[Any, ..
                 print(f"\rplay: {sent} messages", end="", file=sys.stderr, flush=True)
         if sent >= 50:
             print(file=sys.stderr)
+        # Reliable delivery is only done once subscribers acknowledged: tearing the node down
+        # right after the last publish can drop the tail of the recording on the floor.
+        flush_s = args.flush_timeout
+        for pub in publishers.values():
+            if not _wait_acked(pub, flush_s):
+                print(f"play: {pub.topic}: not all messages acknowledged within {flush_s:.1f} s",
+                      file=sys.stderr)
         return PlayStats(sent, ticks, time.perf_counter() - wall0, tuple(skipped))
     finally:
         reader.close()
