@@ -233,8 +233,10 @@ def play(args: argparse.Namespace, rclpy: Any, node_cls: Any, qos: tuple[Any, ..
         flush_s = args.flush_timeout
         for pub in publishers.values():
             if not _wait_acked(pub, flush_s):
-                print(f"play: {pub.topic}: not all messages acknowledged within {flush_s:.1f} s",
-                      file=sys.stderr)
+                print(
+                    f"play: {pub.topic}: not all messages acknowledged within {flush_s:.1f} s",
+                    file=sys.stderr,
+                )
         return PlayStats(sent, ticks, time.perf_counter() - wall0, tuple(skipped))
     finally:
         reader.close()

@@ -35,6 +35,7 @@ from robust_monitor.core.certify.graph import (
     CLEAN_LOGITS,
     COUNTS,
     FRAME,
+    LATTICE_STEP,
     NOISE_KINDS,
     NUM_CLEAN,
     NUM_NOISY,
@@ -158,7 +159,11 @@ class SmoothingEngine:
         seed: int | None = None,
         noise: str = "auto",
         intra_op_threads: int = 0,
+        lattice: bool = True,
     ) -> None:
+        """``lattice``: put frame and noise on one dyadic lattice so the noisy inputs are exact
+        translates in float32 (graph.py, Voracek & Hein 2023); radii then shrink by
+        ``radius_margin``. ``False`` gives the plain float32 sum, for comparison only."""
         base = load_onnx(model_path)
         self.spec: ModelSpec = load_model_spec(model_path, base)
         chosen_sigma = sigma if sigma is not None else self.spec.sigma
@@ -169,6 +174,20 @@ class SmoothingEngine:
         check_params(chosen_sigma, 1, 1, 0.5, batch_size)
         self.sigma = float(chosen_sigma)
         self.batch_size = int(batch_size)
+        self.lattice_step: float | None = LATTICE_STEP if lattice else None
+        self.radius_margin = 0.0
+        if self.lattice_step is not None:
+            # Sums of lattice points are exact below 2^24 steps; frames lie in [0, 1] and a
+            # draw beyond 64 sigma has probability below 1e-800.
+            if 1.0 + 64.0 * self.sigma >= 2.0**24 * self.lattice_step:
+                raise ConfigError(
+                    f"sigma={self.sigma} is too large for the float32 lattice (step "
+                    f"{self.lattice_step:g}); sigma must be below "
+                    f"{(2.0**24 * self.lattice_step - 1.0) / 64.0:.4g}"
+                )
+            # Snapping moves any frame by at most step/2 per coordinate: two frames' snapped
+            # images are at most step * sqrt(d) farther apart than the frames themselves.
+            self.radius_margin = self.lattice_step * math.sqrt(math.prod(self.spec.input_shape))
         requested = resolve_providers(providers)
         if noise != "auto" and noise not in NOISE_KINDS:
             raise ConfigError(f"noise must be auto or one of {NOISE_KINDS}, got {noise!r}")
@@ -209,7 +228,7 @@ class SmoothingEngine:
         options: ort.SessionOptions,
         providers: list[str],
     ) -> ort.InferenceSession:
-        graph = build_smoothing_graph(base, self.spec, self.sigma, seed, noise)
+        graph = build_smoothing_graph(base, self.spec, self.sigma, seed, noise, self.lattice_step)
         # A CUDA build on a machine without CUDA libraries logs a loud error and falls back to
         # the CPU; we report the fallback ourselves (``fallback``) instead of that log line.
         ort.set_default_logger_severity(4)
@@ -295,6 +314,10 @@ class SmoothingEngine:
             raise ModelError(f"vote counts sum to {int(counts.sum())}, expected {num}")
         return Samples(counts, clean_logits, clean_features)
 
+    def sound_radius(self, radius: float) -> float:
+        """A radius from the vote statistics, less the lattice margin (never below 0)."""
+        return max(0.0, radius - self.radius_margin)
+
     # -- Cohen et al. ---------------------------------------------------------------------
     def predict(self, frame: np.ndarray, n: int = 1000, alpha: float = 0.001) -> int:
         """PREDICT: the smoothed class, or ABSTAIN (-1).
@@ -319,6 +342,7 @@ class SmoothingEngine:
         probability. Guarantee: unless the certificate abstains, with probability at least
         ``1 - alpha`` the smoothed classifier returns ``label`` for every input within L2
         distance ``radius`` of ``frame``. Abstains (label -1, radius 0) when ``p_lower < 1/2``.
+        The radius is ``sigma * Phi^-1(p_lower) - radius_margin`` (see ``lattice``).
         """
         bs = self.batch_size if batch_size is None else int(batch_size)
         check_params(self.sigma, n0, n, alpha, bs)
@@ -331,7 +355,7 @@ class SmoothingEngine:
         cert = Certificate(
             label=outcome.label,
             p_lower=outcome.p_lower,
-            radius=outcome.radius,
+            radius=self.sound_radius(outcome.radius),
             n0=int(n0),
             n=int(n),
             alpha=float(alpha),

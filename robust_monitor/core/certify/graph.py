@@ -17,6 +17,21 @@ onnxruntime's CPU provider is about 1.6x faster than RandomNormalLike (whose ker
 value serially through std::normal_distribution). Both are exact Gaussian transforms of their
 uniform source; ``1 - u1`` keeps the logarithm's argument in (0, 1].
 
+Floating point (Voracek & Hein, ICLR 2023): in float32, ``x + eps`` is rounded, and how it is
+rounded depends on where ``x`` sits, so the noisy inputs around two frames are not exact
+translates of each other, which the Neyman-Pearson argument behind the radius assumes; a
+classifier can read the rounding pattern and earn a false certificate. With ``lattice_step``
+(the default, ``LATTICE_STEP`` = 2^-16) the graph puts both on one dyadic lattice: the frame is
+snapped, ``q(x) = round(x / s) * s``, and so is every noise draw, ``q(eps)``. Powers of two
+scale exactly and the sum of two lattice points below 2^8 in magnitude is exact in float32, so
+``q(x) + q(eps) = q(q(x) + eps)`` holds bit for bit: the classifier sees ``f(q(q(x) + eps))``,
+a fixed function of the exact Gaussian translate of ``q(x)``, and Cohen's theorem applies to
+``f o q`` with nothing left to round. Snapping moves the frame by at most ``s/2`` per
+coordinate, so the engine subtracts ``s * sqrt(d)`` from every radius (0.0017 for 3x64x64) to
+cover any frame within the radius of the original one (``SmoothingEngine.radius_margin``).
+What stays: the Gaussian itself comes from onnxruntime's float32 generator, not from exact
+sampling (the paper's fair-coin construction); its imperfections do not depend on the frame.
+
 Seeding: ONNX random ops take a float ``seed`` attribute and, in onnxruntime, keep one generator
 per kernel that advances on every run, so successive runs of one session draw fresh noise. The
 seed is baked into the graph when it is built (see ``engine.py`` for where it comes from).
@@ -40,6 +55,8 @@ COUNTS = "counts"
 CLEAN_LOGITS = "clean_logits"
 CLEAN_FEATURES = "clean_features"
 NOISE_KINDS = ("box_muller", "normal")
+LATTICE_STEP = 2.0**-16
+"""Default lattice step (model-input units): fine against sigma, exact sums below 2^8."""
 _PREFIX = "base/"
 _MIN_OPSET = 13  # Unsqueeze/Slice/ReduceSum with tensor inputs
 
@@ -48,10 +65,50 @@ def _const(name: str, value: np.ndarray) -> TensorProto:
     return numpy_helper.from_array(value, name)
 
 
-def _noise_nodes(
-    sigma: float, seed: float, noise: str
+def check_lattice_step(step: float | None) -> None:
+    """A lattice step must be a power of two in [2^-24, 2^-8] (exact scaling, exact sums)."""
+    if step is None:
+        return
+    if not (isinstance(step, float) and math.isfinite(step) and step > 0):
+        raise ValueError(f"lattice_step must be None or a power of two > 0, got {step!r}")
+    mantissa, exponent = math.frexp(step)
+    if mantissa != 0.5 or not -24 <= exponent - 1 <= -8:
+        raise ValueError(f"lattice_step must be a power of two in [2^-24, 2^-8], got {step!r}")
+
+
+def _lattice_nodes(
+    source: str, target: str, step: float
 ) -> tuple[list[onnx.NodeProto], list[TensorProto]]:
-    """Nodes that read FRAME and NUM_NOISY and produce ``noise`` [n, C, H, W] ~ N(0, sigma^2)."""
+    """``target = round(source / step) * step`` (exact: ``step`` is a power of two)."""
+    inits = [
+        _const(f"{target}_inv_step", np.array(1.0 / step, np.float32)),
+        _const(f"{target}_step", np.array(step, np.float32)),
+    ]
+    nodes = [
+        helper.make_node("Mul", [source, f"{target}_inv_step"], [f"{target}_scaled"]),
+        helper.make_node("Round", [f"{target}_scaled"], [f"{target}_rounded"]),
+        helper.make_node("Mul", [f"{target}_rounded", f"{target}_step"], [target]),
+    ]
+    return nodes, inits
+
+
+def _noise_nodes(
+    sigma: float, seed: float, noise: str, lattice_step: float | None = None
+) -> tuple[list[onnx.NodeProto], list[TensorProto]]:
+    """Nodes that read FRAME and NUM_NOISY and produce ``noise`` [n, C, H, W] ~ N(0, sigma^2),
+    snapped to the lattice when ``lattice_step`` is given."""
+    raw = "noise_raw" if lattice_step is not None else "noise"
+    nodes, inits = _raw_noise_nodes(sigma, seed, noise, raw)
+    if lattice_step is not None:
+        more_nodes, more_inits = _lattice_nodes(raw, "noise", lattice_step)
+        nodes += more_nodes
+        inits += more_inits
+    return nodes, inits
+
+
+def _raw_noise_nodes(
+    sigma: float, seed: float, noise: str, out: str
+) -> tuple[list[onnx.NodeProto], list[TensorProto]]:
     nodes: list[onnx.NodeProto] = [helper.make_node("Shape", [FRAME], ["frame_shape"])]
     inits: list[TensorProto] = []
     zero = helper.make_tensor("zero", TensorProto.FLOAT, [1], [0.0])
@@ -60,7 +117,7 @@ def _noise_nodes(
             helper.make_node("Concat", [NUM_NOISY, "frame_shape"], ["noise_shape"], axis=0),
             helper.make_node("ConstantOfShape", ["noise_shape"], ["noise_zeros"], value=zero),
             helper.make_node(
-                "RandomNormalLike", ["noise_zeros"], ["noise"], mean=0.0, scale=sigma, seed=seed
+                "RandomNormalLike", ["noise_zeros"], [out], mean=0.0, scale=sigma, seed=seed
             ),
         ]
         return nodes, inits
@@ -93,22 +150,77 @@ def _noise_nodes(
         helper.make_node("Mul", ["r", "cos_t"], ["z1"]),
         helper.make_node("Mul", ["r", "sin_t"], ["z2"]),
         helper.make_node("Concat", ["z1", "z2"], ["z"], axis=0),
-        helper.make_node("Slice", ["z", "zero_i64", NUM_NOISY, "zero_i64"], ["noise"]),
+        helper.make_node("Slice", ["z", "zero_i64", NUM_NOISY, "zero_i64"], [out]),
     ]
     return nodes, inits
 
 
 NOISE_SUM = "noise_sum"
+NOISY = "noisy"
+
+
+def _noisy_nodes(
+    sigma: float, seed: float, noise: str, lattice_step: float | None
+) -> tuple[list[onnx.NodeProto], list[TensorProto]]:
+    """Nodes that read FRAME and NUM_NOISY and produce ``clean`` [1, C, H, W] (the frame as
+    given, for the clean pass) and NOISY [n, C, H, W]: the frame (snapped to the lattice when
+    there is one) plus noise, what the classifier sees."""
+    nodes, inits = _noise_nodes(sigma, seed, noise, lattice_step)
+    inits.append(_const("clean_axis", np.array([0], np.int64)))
+    nodes.append(helper.make_node("Unsqueeze", [FRAME, "clean_axis"], ["clean"]))
+    centre = "clean"
+    if lattice_step is not None:
+        centre = "clean_on_lattice"
+        more_nodes, more_inits = _lattice_nodes("clean", centre, lattice_step)
+        nodes += more_nodes
+        inits += more_inits
+    nodes.append(helper.make_node("Add", ["noise", centre], [NOISY]))
+    return nodes, inits
+
+
+def build_noisy_inputs_graph(
+    shape: tuple[int, int, int],
+    sigma: float,
+    seed: float,
+    noise: str = "box_muller",
+    lattice_step: float | None = LATTICE_STEP,
+) -> onnx.ModelProto:
+    """The smoothing graph up to the classifier's input: inputs FRAME [C, H, W] and NUM_NOISY,
+    output NOISY [n, C, H, W], the noisy copies exactly as the classifier receives them (for
+    inspection and for the floating-point tests)."""
+    if noise not in NOISE_KINDS:
+        raise ValueError(f"noise must be one of {NOISE_KINDS}, got {noise!r}")
+    check_lattice_step(lattice_step)
+    nodes, inits = _noisy_nodes(sigma, seed, noise, lattice_step)
+    graph = helper.make_graph(
+        nodes,
+        "smoothing_noisy_inputs",
+        [
+            helper.make_tensor_value_info(FRAME, TensorProto.FLOAT, list(shape)),
+            helper.make_tensor_value_info(NUM_NOISY, TensorProto.INT64, [1]),
+        ],
+        [helper.make_tensor_value_info(NOISY, TensorProto.FLOAT, ["n", *shape])],
+        initializer=inits,
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 10  # onnxruntime 1.31 reads up to 13
+    onnx.checker.check_model(model)
+    return model
 
 
 def build_noise_graph(
-    shape: tuple[int, int, int], sigma: float, seed: float, noise: str = "box_muller"
+    shape: tuple[int, int, int],
+    sigma: float,
+    seed: float,
+    noise: str = "box_muller",
+    lattice_step: float | None = LATTICE_STEP,
 ) -> onnx.ModelProto:
     """The smoothing graph's noise generation alone, for benchmarks: inputs FRAME [C, H, W] and
     NUM_NOISY, output NOISE_SUM (a scalar, so the noise is made but only 4 bytes leave)."""
     if noise not in NOISE_KINDS:
         raise ValueError(f"noise must be one of {NOISE_KINDS}, got {noise!r}")
-    nodes, inits = _noise_nodes(sigma, seed, noise)
+    check_lattice_step(lattice_step)
+    nodes, inits = _noise_nodes(sigma, seed, noise, lattice_step)
     nodes.append(helper.make_node("ReduceSum", ["noise"], [NOISE_SUM], keepdims=0))
     graph = helper.make_graph(
         nodes,
@@ -127,17 +239,25 @@ def build_noise_graph(
 
 
 def build_smoothing_graph(
-    base: onnx.ModelProto, spec: ModelSpec, sigma: float, seed: float, noise: str = "box_muller"
+    base: onnx.ModelProto,
+    spec: ModelSpec,
+    sigma: float,
+    seed: float,
+    noise: str = "box_muller",
+    lattice_step: float | None = LATTICE_STEP,
 ) -> onnx.ModelProto:
     """Wrap the classifier ``base`` (described by ``spec``) in the smoothing graph.
 
     ``seed`` must be a float in [0, 2**31) (the ONNX attribute type); ``noise`` one of
-    NOISE_KINDS. The result has inputs FRAME float32 [C, H, W], NUM_NOISY int64 [1] and
-    NUM_CLEAN int64 [1] (0 or 1), and outputs COUNTS int64 [K], CLEAN_LOGITS float32
-    [num_clean, K] and, when the model has a feature output, CLEAN_FEATURES [num_clean, D].
+    NOISE_KINDS; ``lattice_step`` a power of two (frame and noise on one lattice, see the module
+    docstring) or None (plain float32 ``x + eps``, unsound in floating point). The result has
+    inputs FRAME float32 [C, H, W], NUM_NOISY int64 [1] and NUM_CLEAN int64 [1] (0 or 1), and
+    outputs COUNTS int64 [K], CLEAN_LOGITS float32 [num_clean, K] and, when the model has a
+    feature output, CLEAN_FEATURES [num_clean, D].
     """
     if noise not in NOISE_KINDS:
         raise ValueError(f"noise must be one of {NOISE_KINDS}, got {noise!r}")
+    check_lattice_step(lattice_step)
     opset = next((o.version for o in base.opset_import if o.domain in ("", "ai.onnx")), 0)
     if opset < _MIN_OPSET:
         try:
@@ -152,7 +272,7 @@ def build_smoothing_graph(
     k = spec.num_classes
     c, h, w = spec.input_shape
 
-    nodes, inits = _noise_nodes(sigma, seed, noise)
+    nodes, inits = _noisy_nodes(sigma, seed, noise, lattice_step)
     inits += [
         _const("axis0", np.array([0], np.int64)),
         _const("row0_start", np.array([0], np.int64)),
@@ -162,11 +282,9 @@ def build_smoothing_graph(
     ]
     base_logits = _PREFIX + spec.logits_name
     nodes += [
-        helper.make_node("Unsqueeze", [FRAME, "axis0"], ["clean"]),
-        helper.make_node("Add", ["noise", "clean"], ["noisy"]),
         # 0 or 1 clean rows in front of the noisy ones.
         helper.make_node("Slice", ["clean", "row0_start", NUM_CLEAN, "axis0"], ["clean_rows"]),
-        helper.make_node("Concat", ["clean_rows", "noisy"], [_PREFIX + spec.input_name], axis=0),
+        helper.make_node("Concat", ["clean_rows", NOISY], [_PREFIX + spec.input_name], axis=0),
     ]
     nodes += list(g.node)
     nodes += [

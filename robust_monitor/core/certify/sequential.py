@@ -392,8 +392,9 @@ def certify_sequential(
     """
     start = time.perf_counter()
     sigma = engine.sigma
-    p_required = required_p(config.r_required, sigma)
-    ceiling = max_certifiable_radius(sigma, config.alpha, config.max_n)
+    # The lattice margin (engine.py) comes off every radius, so certify r_required + margin.
+    p_required = required_p(config.r_required + engine.radius_margin, sigma)
+    ceiling = engine.sound_radius(max_certifiable_radius(sigma, config.alpha, config.max_n))
     if config.r_required > ceiling:
         raise ConfigError(
             f"r_required={config.r_required} cannot be certified with max_n={config.max_n} "
@@ -438,7 +439,7 @@ def certify_sequential(
     cert = Certificate(
         label=out_label,
         p_lower=cs.p_lower,
-        radius=0.0 if abstained else radius_from_p_lower(cs.p_lower, sigma),
+        radius=0.0 if abstained else engine.sound_radius(radius_from_p_lower(cs.p_lower, sigma)),
         n0=int(config.n0),
         n=cs.n,
         alpha=float(config.alpha),
