@@ -79,7 +79,16 @@ setup(
     ],
     extras_require={
         "ros": ROS_FROM_PYPI,
-        "test": ["pytest>=8", "hypothesis>=6.100", "ruff>=0.6", "mypy>=1.10", "types-PyYAML"],
+        "test": [
+            "pytest>=8",
+            "hypothesis>=6.100",
+            "ruff>=0.6",
+            "mypy>=1.10",
+            "types-PyYAML",
+            "ray==2.60.0",  # test/test_fleet.py runs a loopback Ray cluster
+        ],
+        # `robust-monitor fleet-replay --ray`: Ray tasks (the process pool needs nothing).
+        "fleet": ["ray==2.60.0"],
         # Development only: retraining the shipped models (see `make model`).
         "train": ["torch==2.13.0", "onnxscript>=0.5"],
     },

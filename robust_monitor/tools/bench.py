@@ -91,6 +91,19 @@ def add_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-ar
     parser.add_argument(
         "--fuzz-cases", type=int, default=10_000, help="--fuzz: generated inputs per parser"
     )
+    parser.add_argument(
+        "--fleet",
+        action="store_true",
+        help="also measure fleet-replay throughput on the local pool at 1, 2 and all workers",
+    )
+    parser.add_argument(
+        "--fleet-recordings", type=int, default=4, help="--fleet: generated recordings"
+    )
+    parser.add_argument(
+        "--fleet-frames", type=int, default=60, help="--fleet: frames per recording"
+    )
+    parser.add_argument("--fleet-n0", type=int, default=16, help="--fleet: n0 per frame")
+    parser.add_argument("--fleet-n", type=int, default=100, help="--fleet: n per frame")
     parser.set_defaults(run=run)
 
 
@@ -319,6 +332,17 @@ def run(args: argparse.Namespace) -> int:
         )
     if fuzz is not None:
         report["fuzz"] = fuzz(args.fuzz_cases, progress=_progress)
+    if args.fleet:
+        from robust_monitor.tools.bench_fleet import bench_fleet
+
+        report["fleet"] = bench_fleet(
+            args.fleet_recordings,
+            args.fleet_frames,
+            n0=args.fleet_n0,
+            n=args.fleet_n,
+            seed=args.seed if args.seed is not None else 0,
+            progress=_progress,
+        )
     if args.arbiter:
         from robust_monitor.tools.bench_arbiter import bench_reaction
 
@@ -340,6 +364,13 @@ def run(args: argparse.Namespace) -> int:
         )
         for key, value in report["certify_latency"].items():
             print(f"latency {key}: p50 {value['p50_ms']} ms, p99 {value['p99_ms']} ms")
+    if "fleet" in report and not args.json:
+        f = report["fleet"]
+        for k, entry in f["workers"].items():
+            print(
+                f"fleet {k} worker(s): {entry['frames_per_s']} frames/s, "
+                f"scaling efficiency {entry['scaling_efficiency']}"
+            )
     if "fuzz" in report and not args.json:
         for name, p in report["fuzz"]["parsers"].items():
             print(

@@ -26,6 +26,7 @@ def _subcommands() -> list[tuple[str, Callable[[argparse._SubParsersAction], Non
         certify_cmd,
         demo,
         eval_ood,
+        fleet,
         model_card,
         play_cmd,
         replay,
@@ -42,6 +43,7 @@ def _subcommands() -> list[tuple[str, Callable[[argparse._SubParsersAction], Non
         ("eval-ood", eval_ood.add_parser),
         ("model-card", model_card.add_parser),
         ("replay", replay.add_parser),
+        ("fleet-replay", fleet.add_parser),
         ("play", play_cmd.add_parser),
         ("sim", sim.add_parser),
     ]
