@@ -35,6 +35,7 @@ data_files = [
     (share, ["package.xml"]),
     (os.path.join(share, "launch"), sorted(glob("launch/*.py"))),
     (os.path.join(share, "config"), sorted(glob("config/*.yaml"))),
+    (os.path.join(share, "config", "sros2"), sorted(glob("config/sros2/*.xml"))),
 ]
 
 ROS_FROM_PYPI = [
