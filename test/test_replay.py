@@ -18,6 +18,7 @@ from rosbags.rosbag2 import StoragePlugin, Writer
 from rosbags.typesys import Stores, get_typestore
 
 from robust_monitor.assets import SAMPLE_DRIVE
+from robust_monitor.core.errors import ConfigError
 from robust_monitor.ros import contract
 from robust_monitor.tools import report
 from robust_monitor.tools.cli import main
@@ -391,6 +392,13 @@ def test_missing_recording(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -
         ("robust_monitor: [1, 2]\n", "ros__parameters"),
         ("a: [unclosed\n", "YAML"),
         (f"/**/robust_monitor:\n  ros__parameters:\n    model_sha256: '{'0' * 64}'\n", "pinned"),
+        ("/**/robust_monitor:\n  ros__parameters:\n    certify_mode: sometimes\n", "certify_mode"),
+        ("/**/robust_monitor:\n  ros__parameters:\n    budget_ms: -1.0\n", "budget_ms"),
+        (  # found when the model's sigma is known: before any frame, one line
+            "/**/robust_monitor:\n  ros__parameters:\n    certify_mode: sequential\n"
+            "    r_required: 2.0\n",
+            "cannot be certified",
+        ),
     ],
 )
 def test_bad_parameter_files(
@@ -414,6 +422,73 @@ def test_default_configuration_is_the_shipped_file() -> None:
     assert (config.certify.n0, config.certify.n) == (64, 500)
     assert config.policy.nominal_speed_mps == 10.0
     assert config.tick_hz == 20.0
+
+
+# --- sequential certification ---------------------------------------------------------------------
+def test_sequential_replay_reports_samples_and_decisions(
+    tmp_path: Path,
+    drive_frames: list[np.ndarray],
+    fast_params: Path,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    bag = write_bag(tmp_path / "bag", "mcap", [("/cam", "sensor_msgs/msg/Image")], drive_frames[:6])
+    out = tmp_path / "report"
+    argv = ["replay", str(bag), "--params-file", str(fast_params), "--out", str(out)]
+    argv += ["--no-video", "--quiet", "--seed", "4", "--mode", "sequential"]
+    code, stdout, err = run_cli([*argv, "--budget-ms", "2000", "--max-n", "3000"], capsys)
+    assert code == 0, err
+    summary = json.loads((out / report.SUMMARY_FILE).read_text())
+    cert = summary["certification"]
+    # Clear-road frames: certified in the first look, far fewer samples than fixed n.
+    assert cert["mode"] == "sequential" and cert["r_required"] == 0.3  # the policy's r_recover
+    assert cert["decisions"] == {"certified": 6, "unreachable": 0, "budget": 0, "max_n": 0}
+    samples = cert["samples_per_frame"]
+    assert 0 < samples["mean"] <= samples["p99"] <= samples["max"] < 500
+    assert cert["selection_samples_per_frame"] == 16 and cert["looks_mean"] == 1.0
+    assert cert["budget_ms"] == 2000.0 and 0 < cert["quickest_certify_ms"] < 2000.0
+    assert "frames stop on the budget" not in stdout
+    configured = summary["configuration"]["certify"]
+    assert (configured["mode"], configured["budget_ms"], configured["max_n"]) == (
+        "sequential",
+        2000.0,
+        3000,
+    )
+    assert summary["configuration"]["monitor_overrides"]["certify_mode"] == "sequential"
+    assert "decisions: certified 6, unreachable 0, budget 0, max_n 0" in stdout
+    assert f"mean {samples['mean']:.0f}, p99 {samples['p99']:.0f}" in stdout
+    # The results bag carries the mode and decision, and the arbiter's reader accepts them.
+    with AnyReader([out / report.RESULTS_BAG], default_typestore=TYPESTORE) as reader:
+        conns = [c for c in reader.connections if c.topic == report.CERTIFICATE_TOPIC]
+        messages = [reader.deserialize(raw, c.msgtype) for c, _, raw in reader.messages(conns)]
+    assert len(messages) == 6
+    for msg in messages:
+        _, back, _, problems = contract.diagnostics_to_evidence(msg)
+        assert problems == [] and back is not None and back.radius >= 0.3
+        keys = {kv.key: kv.value for kv in msg.status[0].values}
+        assert keys["certify_mode"] == "sequential" and keys["decision"] == "certified"
+    # Fixed mode (the default) reports its constant n and no decisions.
+    _, fixed = replay(bag, tmp_path / "fixed", params_file=fast_params, seed=4, video=False)
+    assert fixed["certification"]["mode"] == "fixed" and "decisions" not in fixed["certification"]
+    assert fixed["certification"]["samples_per_frame"]["p99"] == 100
+
+
+def test_the_params_file_sets_the_mode_and_the_flags_override_it(tmp_path: Path) -> None:
+    params = tmp_path / "seq.yaml"
+    params.write_text(
+        "/**/robust_monitor:\n  ros__parameters:\n    certify_mode: sequential\n"
+        "    budget_ms: 25.0\n    max_n: 4000\n"
+        "/**/robust_monitor_arbiter:\n  ros__parameters:\n    degraded_exit_radius_l2: 0.35\n",
+        encoding="utf-8",
+    )
+    c = load_config(params).certify
+    # r_required unset: the same file's arbiter policy's r_recover.
+    assert (c.mode, c.r_required, c.budget_ms, c.max_n) == ("sequential", 0.35, 25.0, 4000)
+    c = load_config(params, overrides={"r_required": 0.28, "budget_ms": 0.0}).certify
+    assert (c.r_required, c.budget_ms) == (0.28, None)  # 0: no deadline
+    assert load_config(params, overrides={"certify_mode": "fixed"}).certify.r_required is None
+    assert load_config(params, seed=3).certify.max_n == 4000  # a seed keeps the mode's fields
+    with pytest.raises(ConfigError, match="certify_mode"):
+        load_config(params, overrides={"certify_mode": "Fixed"})
 
 
 # --- operator and pacing --------------------------------------------------------------------------

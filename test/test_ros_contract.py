@@ -15,12 +15,15 @@ from hypothesis import strategies as st
 from rosutil import stamp
 
 from robust_monitor.core.certify.certificate import ABSTAIN, Certificate
+from robust_monitor.core.certify.sequential import ConfidenceSequence
 from robust_monitor.core.certify.stats import clopper_pearson_lower, radius_from_p_lower
 from robust_monitor.core.ood.verdict import OodLevel, OodVerdict
 from robust_monitor.core.pipeline import FrameResult
 from robust_monitor.ros.contract import (
     CERTIFICATE_KEYS,
     FORMAT,
+    MODE_KEYS,
+    SEQUENTIAL_KEYS,
     STATUS_NAME,
     certificate_to_diagnostics,
     diagnostics_to_evidence,
@@ -113,10 +116,11 @@ def test_round_trip_is_exact(cert: Certificate, verdict: OodVerdict | None) -> N
 
 def test_every_documented_key_is_written() -> None:
     keys = set(values_of(message(CERTIFIED, VERDICT)))
-    documented = {*CERTIFICATE_KEYS, "format", "model_sha256", "ood_level", "ood_reasons"}
-    assert documented | {"ood.blur", "ood.energy"} == keys
+    documented = {*CERTIFICATE_KEYS, *MODE_KEYS, "format", "model_sha256", "ood_level"}
+    assert documented | {"ood_reasons", "ood.blur", "ood.energy"} == keys
     values = values_of(message(CERTIFIED, VERDICT))
     assert values["format"] == FORMAT
+    assert values["certify_mode"] == "fixed"
     assert values["ood_level"] == "warn" and values["ood_reasons"] == "blur,energy"
     assert values["model_sha256"] == SHA
     assert values_of(message())["ood_level"] == "none"
@@ -127,6 +131,74 @@ def test_non_finite_scores_survive() -> None:
     _, _, back, problems = diagnostics_to_evidence(message(CERTIFIED, verdict))
     assert problems == [] and back is not None
     assert back.scores["energy"] == math.inf and math.isnan(back.scores["x"])
+
+
+# --- sequential certificates ---------------------------------------------------------------------
+def sequential_certificate(counts: list[tuple[int, int]], alpha: float = 0.001) -> Certificate:
+    """The certificate ``certify_sequential`` reports after looks of (votes, samples)."""
+    cs = ConfidenceSequence(alpha)
+    for count, n in counts:
+        cs.update(count, n)
+    abstained = cs.p_lower < 0.5
+    return Certificate(
+        label=ABSTAIN if abstained else 2,
+        p_lower=cs.p_lower,
+        radius=0.0 if abstained else radius_from_p_lower(cs.p_lower, 0.25),
+        n0=64,
+        n=cs.n,
+        alpha=alpha,
+        sigma=0.25,
+        abstained=abstained,
+        provider="cpu",
+        latency_ms=20.0,
+        count=cs.count,
+        label_name="abstain" if abstained else "stop",
+    )
+
+
+def sequential_result(cert: Certificate, decision: str, looks: int) -> FrameResult:
+    return FrameResult(
+        10.25,
+        cert,
+        VERDICT,
+        np.zeros(3, np.float32),
+        None,
+        mode="sequential",
+        decision=decision,
+        looks=looks,
+        r_required=0.3,
+    )
+
+
+def test_a_sequential_certificate_round_trips_with_its_decision() -> None:
+    cert = sequential_certificate([(80, 80)])
+    assert not cert.abstained and cert.p_lower < clopper_pearson_lower(80, 80, 0.001)
+    msg = certificate_to_diagnostics(
+        sequential_result(cert, "certified", 1), stamp(10, 250_000_000), "roadsigns", SHA
+    )
+    values = values_of(msg)
+    assert set(SEQUENTIAL_KEYS) <= set(values)
+    assert values["certify_mode"] == "sequential" and values["decision"] == "certified"
+    assert values["looks"] == "1" and float(values["r_required"]) == 0.3
+    _, back, verdict, problems = diagnostics_to_evidence(msg)
+    assert problems == [] and back == cert and verdict is not None
+
+
+def test_a_budget_spent_in_selection_is_a_readable_abstention() -> None:
+    """n = 0 (no estimation sample) is allowed only for an abstention claiming nothing."""
+    cert = sequential_certificate([])
+    assert (cert.n, cert.count, cert.p_lower, cert.abstained) == (0, 0, 0.0, True)
+    msg = certificate_to_diagnostics(
+        sequential_result(cert, "budget", 0), stamp(10, 250_000_000), "roadsigns", SHA
+    )
+    _, back, _, problems = diagnostics_to_evidence(msg)
+    assert problems == [] and back == cert
+    for key, value in (("abstained", "false"), ("label", "2"), ("p_lower", "0.5")):
+        pairs = [(k, v) for k, v in values_of(msg).items() if k != key] + [(key, value)]
+        if key == "abstained":
+            pairs = [(k, "2" if k == "label" else v) for k, v in pairs]
+        _, back, _, problems = diagnostics_to_evidence(with_values(pairs, msg))
+        assert back is None and problems, (key, problems)
 
 
 @pytest.mark.parametrize(
@@ -335,9 +407,8 @@ def test_arbitrary_key_values_yield_only_self_consistent_certificates(
     msg.status = [DiagnosticStatus(name=name, values=[KeyValue(key=k, value=v) for k, v in pairs])]
     _, back, _, _ = diagnostics_to_evidence(msg)
     if back is not None:
-        supported = radius_from_p_lower(
-            clopper_pearson_lower(back.count, back.n, back.alpha), back.sigma
-        )
+        bound = clopper_pearson_lower(back.count, back.n, back.alpha) if back.n else 0.0
+        supported = radius_from_p_lower(bound, back.sigma)
         assert 0.0 <= back.radius <= supported
         assert back.abstained == (back.label == ABSTAIN)
         assert not back.abstained or back.radius == 0.0

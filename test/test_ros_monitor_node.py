@@ -39,13 +39,17 @@ from rosutil import (
 from sensor_msgs.msg import CompressedImage, Image
 from std_msgs.msg import Bool
 
+from robust_monitor.core.certify.sequential import DECISIONS
 from robust_monitor.core.errors import ConfigError
+from robust_monitor.core.pipeline import CertifyConfig, FramePipeline, default_r_required
 from robust_monitor.ros.contract import diagnostics_to_evidence
 from robust_monitor.ros.monitor_node import (
     PARAMETERS,
+    SPECS,
     Delivery,
     FrameMailbox,
     MonitorNode,
+    budget_warning,
     settings_from_values,
 )
 from robust_monitor.ros.qos import camera_qos, evidence_qos, latched_qos
@@ -299,6 +303,8 @@ def test_diagnostics_report_health_with_the_expected_keys(
         ("no-sigma", "no sigma given"),
         ("bad-parameter", "parameter n0"),
         ("pinned-hash-mismatch", "does not match the pinned model_sha256"),
+        ("bad-mode", "certify_mode must be one of"),
+        ("unreachable-r", "cannot be certified with max_n=10000"),
     ],
 )
 def test_a_node_without_a_usable_model_publishes_error_and_no_certificates(
@@ -314,6 +320,10 @@ def test_a_node_without_a_usable_model_publishes_error_and_no_certificates(
         params = {"sigma": 0.0}
     elif case == "pinned-hash-mismatch":  # a swapped model file: refused before it is parsed
         params = {"model_sha256": "0" * 64}
+    elif case == "bad-mode":
+        params = {"certify_mode": "adaptive"}
+    elif case == "unreachable-r":  # found when the model (its sigma) is loaded, not per frame
+        params = {"certify_mode": "sequential", "r_required": 5.0}
     else:
         params = {"n0": -5}
     rig = start(harness, model, wait_ready=False, **params)
@@ -391,6 +401,91 @@ def test_runtime_tuning_accepts_valid_and_refuses_invalid_updates(
     assert cert is not None and cert.alpha == 0.01
 
 
+# --- sequential mode ------------------------------------------------------------------------------
+SEQUENTIAL = {"certify_mode": "sequential", "r_required": 0.2, "max_n": 2000}
+
+
+def test_sequential_parameters_are_declared_guarded_with_their_defaults() -> None:
+    defaults = {"certify_mode": "fixed", "r_required": 0.0, "budget_ms": 0.0, "max_n": 10_000}
+    for name, default in defaults.items():
+        spec = SPECS[name]
+        assert spec.default == default and spec.tuning.value == "guarded", name
+        assert spec.description.startswith(("Certification mode", "Sequential mode")), name
+    assert "0 takes the arbiter policy's r_recover" in SPECS["r_required"].description
+    assert "0: no deadline" in SPECS["budget_ms"].description
+    assert "max_n" in SPECS["allow_runtime_tuning"].description
+
+
+def test_sequential_mode_publishes_certificates_with_the_decision(
+    harness: RosHarness, small_cnn_path: Path
+) -> None:
+    rig = start(harness, small_cnn_path, **SEQUENTIAL, budget_ms=500.0)
+    for name in SEQUENTIAL:
+        described = rig.monitor.describe_parameter(name)
+        assert described.read_only and "allow_runtime_tuning" in described.description, name
+    assert rig.monitor.describe_parameter("max_n").integer_range[0].from_value == 1
+    assert rig.monitor.describe_parameter("budget_ms").floating_point_range[0].from_value == 0.0
+    refused = _set(rig, certify_mode="fixed")
+    assert not refused.successful and "read-only" in refused.reason
+    msg, _ = raw_image(FRAME, "rgb8", stamp(7000, 5))
+    found = rig.certificate_for(msg)
+    assert found is not None
+    _, cert, verdict, problems = diagnostics_to_evidence(found)
+    assert problems == [] and cert is not None and verdict is not None, problems
+    sent = values(found.status[0])
+    assert sent["certify_mode"] == "sequential" and sent["decision"] in DECISIONS
+    assert float(sent["r_required"]) == 0.2 and int(sent["looks"]) >= 1
+    # The known frame gets every vote: certified in the first look, far below max_n.
+    assert sent["decision"] == "certified" and cert.radius >= 0.2
+    assert 1 <= cert.n < 2000 and cert.n0 == 16
+    status = rig.monitor_status(lambda s: values(s).get("decisions_certified", "0") != "0")
+    report = values(status)
+    assert report["certify_mode"] == "sequential" and report["max_n"] == "2000"
+    assert float(report["budget_ms"]) == 500.0 and float(report["r_required"]) == 0.2
+    assert float(report["samples_p99"]) == pytest.approx(cert.n, rel=0.5)
+
+
+def test_runtime_tuning_switches_to_sequential_and_refuses_what_it_cannot_certify(
+    harness: RosHarness, small_cnn_path: Path
+) -> None:
+    rig = start(harness, small_cnn_path, allow_runtime_tuning=True)
+    for change, reason in (
+        ({"certify_mode": "adaptive"}, "certify_mode must be one of"),
+        ({"r_required": -1.0}, "r_required"),
+        ({"budget_ms": -1.0}, "budget_ms"),
+        ({"max_n": 0}, "max_n"),
+        ({"certify_mode": "sequential", "r_required": 5.0}, "cannot be certified"),
+    ):
+        refused = _set(rig, **change)
+        assert not refused.successful and reason in refused.reason, (change, refused)
+    assert rig.monitor.get_parameter("r_required").value == 0.0  # unchanged by the refusals
+    assert _set(rig, certify_mode="sequential", budget_ms=250.0).successful
+
+    def reloaded() -> bool:
+        settings = rig.monitor.state.settings
+        return rig.monitor.ready and settings is not None and settings.certify.sequential
+
+    assert wait_until(reloaded, 10.0), rig.monitor.state
+    msg, _ = raw_image(FRAME, "rgb8", stamp(7100))
+    found = rig.certificate_for(msg)
+    assert found is not None
+    sent = values(found.status[0])
+    assert sent["certify_mode"] == "sequential"
+    assert float(sent["r_required"]) == default_r_required()  # 0: the arbiter policy's
+
+
+def test_a_budget_below_the_quickest_certification_is_warned_about(small_cnn_path: Path) -> None:
+    def pipeline(**certify: Any) -> FramePipeline:
+        config = CertifyConfig(sigma=0.25, providers="cpu", mode="sequential", **certify)
+        p = FramePipeline(small_cnn_path, config, calibration=None)
+        p.warmup()
+        return p
+
+    assert "below the" in budget_warning(pipeline(budget_ms=1e-3))
+    assert budget_warning(pipeline(budget_ms=60_000.0)) == ""
+    assert budget_warning(pipeline()) == ""  # no deadline
+
+
 # --- pure pieces ---------------------------------------------------------------------------------
 def test_mailbox_keeps_only_the_newest_frame() -> None:
     mailbox = FrameMailbox()
@@ -417,12 +512,27 @@ def test_settings_from_parameter_values() -> None:
     assert settings.certify.n == 32 and settings.certify.providers == "cpu"
     roi = settings_from_values({**base, "roi": [0.1, 0.2, 0.5, 0.5]}).roi
     assert roi is not None and (roi.x, roi.y, roi.width, roi.height) == (0.1, 0.2, 0.5, 0.5)
+    assert settings.certify.mode == "fixed"  # the sequential keys may be missing
+    seq = settings_from_values(
+        {**base, "certify_mode": "sequential", "r_required": 0.0, "budget_ms": 0.0, "max_n": 64}
+    ).certify
+    assert (seq.mode, seq.r_required, seq.budget_ms, seq.max_n) == ("sequential", None, None, 64)
+    seq = settings_from_values(
+        {**base, "certify_mode": "sequential", "r_required": 0.2, "budget_ms": 30.0, "max_n": 64}
+    ).certify
+    assert (seq.r_required, seq.budget_ms) == (0.2, 30.0)
     for change, reason in (
         ({"roi": [0.1, 0.2]}, "roi must be empty or"),
         ({"provider": "cpu,gpu"}, "provider"),
         ({"alpha": 0.0}, "alpha"),
         ({"n": 0}, "n must be in"),
         ({"model_path": " "}, "model_path"),
+        ({"certify_mode": "Sequential"}, "certify_mode must be one of"),
+        ({"r_required": -0.5}, "r_required must be in"),
+        ({"r_required": "0.3"}, "r_required must be a number"),
+        ({"budget_ms": -1.0}, "budget_ms must be in"),
+        ({"max_n": 0}, "max_n must be in"),
+        ({"max_n": 10.0}, "max_n must be an integer"),
     ):
         with pytest.raises(ConfigError, match=reason):
             settings_from_values({**base, **change})

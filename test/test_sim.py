@@ -177,3 +177,27 @@ def test_cli_writes_the_report(tmp_path: Path, capsys: pytest.CaptureFixture[str
     assert summary["configuration"]["certify"]["n"] == 100
     assert "time_to_stop_s" in summary["metrics"]["hazards"][0]
     assert "scenario short" in capsys.readouterr().out
+
+
+def test_cli_runs_a_scenario_in_sequential_mode(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = tmp_path / "short.yaml"
+    path.write_text(yaml.safe_dump(_short()), encoding="utf-8")
+    out = tmp_path / "out"
+    argv = ["sim", str(path), "--out", str(out), "--no-plot", "--mode", "sequential"]
+    status = cli.main([*argv, "--max-n", "1000", "--r-required", "0.3"])
+    summary = json.loads((out / "summary.json").read_text())
+    assert status == (0 if summary["passed"] else 1)
+    configured = summary["configuration"]["certify"]
+    assert (configured["mode"], configured["r_required"], configured["max_n"]) == (
+        "sequential",
+        0.3,
+        1000,
+    )
+    cert = summary["certification"]
+    assert cert["mode"] == "sequential"
+    assert sum(cert["decisions"].values()) == summary["frames"]["certified"] == 15
+    assert cert["decisions"]["certified"] >= 1  # the clear start (fog from 0.5 s)
+    assert 0 < cert["samples_per_frame"]["mean"] <= cert["samples_per_frame"]["max"] <= 1000
+    assert "sequential (r_required 0.3): samples per frame mean" in capsys.readouterr().out

@@ -24,15 +24,20 @@ key                     type     unit                        meaning
 ``label``               int      class index                 certified class; -1 when abstained
 ``label_name``          str      --                          the class's name (``abstain`` when
                                                              abstained)
-``p_lower``             float    probability in [0, 1]       one-sided (1 - alpha) Clopper-Pearson
-                                                             lower bound on P(f(x + eps) = label)
-                                                             from ``count`` of ``n``
+``p_lower``             float    probability in [0, 1]       one-sided (1 - alpha) lower bound on
+                                                             P(f(x + eps) = label): Clopper-
+                                                             Pearson from ``count`` of ``n``
+                                                             (fixed mode), at most that in
+                                                             sequential mode (an anytime-valid
+                                                             confidence sequence's bound)
 ``radius``              float    L2, model-input units       certified radius sigma * Phi^-1(
                                                              p_lower); 0 when abstained. Units:
                                                              pixel values scaled to [0, 1] after
                                                              ROI crop and resize, L2 over C*H*W
 ``n0``                  int      samples                     noisy samples that chose the class
-``n``                   int      samples                     noisy samples that estimated p_lower
+``n``                   int      samples                     noisy samples that estimated p_lower;
+                                                             0 only in an abstention (sequential:
+                                                             the budget ran out in selection)
 ``count``               int      samples                     votes for ``label`` among the ``n``
 ``alpha``               float    probability in (0, 1)       the certificate fails with
                                                              probability at most alpha
@@ -43,6 +48,15 @@ key                     type     unit                        meaning
 ``provider``            str      --                          onnxruntime provider that ran it
                                                              (``cpu``, ``cuda``, ``tensorrt``)
 ``model_sha256``        str      hex                         sha256 of the model file
+``certify_mode``        str      --                          ``fixed`` (n0 + n samples) or
+                                                             ``sequential`` (stopped once decided)
+``decision``            str      --                          sequential only: why sampling
+                                                             stopped: ``certified`` (radius >=
+                                                             r_required), ``unreachable``,
+                                                             ``budget`` or ``max_n``
+``looks``               int      batches                     sequential only: estimation batches
+``r_required``          float    L2, model-input units       sequential only: the radius the
+                                                             frame was decided against
 ``ood_level``           str      --                          ``ok``, ``warn``, ``error``, or
                                                              ``none`` (no OOD verdict for this
                                                              frame)
@@ -60,7 +74,8 @@ treats cautiously) with the reason in ``problems``:
 
 - the certificate is None when any of its keys is missing, repeated, not a number of the right
   kind, out of range (NaN, negative radius, alpha outside (0, 1), count > n, ...) or
-  inconsistent (label -1 exactly when abstained; radius 0 when abstained);
+  inconsistent (label -1 exactly when abstained; radius 0 when abstained; n 0 only when
+  abstained);
 - the certificate is checked against its own statistics: the reader recomputes the
   Clopper-Pearson bound from ``count``, ``n``, ``alpha`` and the radius from ``sigma``; a
   message claiming more (beyond rounding) is refused, and the returned ``p_lower`` and
@@ -69,6 +84,10 @@ treats cautiously) with the reason in ``problems``:
   reach of any reader; secure the DDS graph with SROS 2 against that.)
 - the verdict is None when ``ood_level`` is ``none``, missing or unknown, or a score is not a
   number.
+
+``certify_mode``, ``decision``, ``looks`` and ``r_required`` describe how the frame was
+certified; the reader does not need them (the certificate is checked from its counts in both
+modes) and ignores them, so writers without them (older monitors) stay readable.
 """
 
 from __future__ import annotations
@@ -88,8 +107,10 @@ from robust_monitor.core.ood.verdict import OodLevel, OodVerdict
 from robust_monitor.core.pipeline import FrameResult
 from robust_monitor.ros.contract_fields import (
     FORMAT,
+    MODE_KEYS,
     NO_OOD,
     OOD_SCORE_PREFIX,
+    SEQUENTIAL_KEYS,
     STATUS_NAME,
     certificate_level,
     certificate_message_text,
@@ -101,6 +122,17 @@ CERTIFICATE_KEYS = (
     "count", "latency_ms", "provider",
 )  # fmt: skip
 """Keys that make up the certificate (besides ``format``)."""
+__all__ = [
+    "CERTIFICATE_KEYS",
+    "FORMAT",
+    "MAX_SAMPLES",
+    "MODE_KEYS",
+    "SEQUENTIAL_KEYS",
+    "STATUS_NAME",
+    "certificate_to_diagnostics",
+    "diagnostics_to_evidence",
+    "status_level",
+]
 MAX_SAMPLES = 10**9
 """Largest ``n0`` / ``n`` a reader accepts (guards the statistics against absurd values)."""
 _REL_TOL = 1e-6
@@ -303,7 +335,7 @@ def _read_certificate(values: Mapping[str, str], problems: list[str]) -> Certifi
     read = _Reader(values, problems)
     label = read.integer("label", low=ABSTAIN, high=MAX_SAMPLES)
     n0 = read.integer("n0", low=1, high=MAX_SAMPLES)
-    n = read.integer("n", low=1, high=MAX_SAMPLES)
+    n = read.integer("n", low=0, high=MAX_SAMPLES)
     count = read.integer("count", low=0, high=MAX_SAMPLES)
     p_lower = read.number("p_lower", 0.0, 1.0)
     radius = read.number("radius", 0.0)
@@ -328,10 +360,13 @@ def _read_certificate(values: Mapping[str, str], problems: list[str]) -> Certifi
         problems.append(f"abstained={abstained} contradicts label {label}")
     if abstained and radius != 0.0:
         problems.append(f"an abstained certificate has radius {radius!r}, expected 0")
+    if n == 0 and not abstained:
+        problems.append("n: 0 estimation samples, but the certificate did not abstain")
     if len(problems) > before:
         problems.append("certificate dropped: inconsistent")
         return None
-    p_check = clopper_pearson_lower(count, n, alpha)
+    # No estimation sample (a sequential budget spent in selection): the bound is 0.
+    p_check = clopper_pearson_lower(count, n, alpha) if n > 0 else 0.0
     radius_check = radius_from_p_lower(p_check, sigma)
     if p_lower > p_check + _REL_TOL:
         problems.append(

@@ -8,6 +8,8 @@ Nothing here imports rclpy or a message package.
 
 from __future__ import annotations
 
+import math
+
 from robust_monitor.core.ood.verdict import OodLevel
 from robust_monitor.core.pipeline import FrameResult
 
@@ -15,6 +17,10 @@ STATUS_NAME = "robust_monitor/certificate"
 FORMAT = "robust_monitor.certificate/1"
 OOD_SCORE_PREFIX = "ood."
 NO_OOD = "none"
+MODE_KEYS = ("certify_mode",)
+"""How the frame was certified (``fixed`` or ``sequential``); written for every frame."""
+SEQUENTIAL_KEYS = ("decision", "looks", "r_required")
+"""Written only for sequential frames: why sampling stopped, the looks, the target radius."""
 LEVEL_OK, LEVEL_WARN, LEVEL_ERROR = 0, 1, 2
 """``diagnostic_msgs/DiagnosticStatus`` levels (OK, WARN, ERROR)."""
 
@@ -42,7 +48,15 @@ def certificate_pairs(result: FrameResult, model_sha256: str) -> list[tuple[str,
         ("latency_ms", float_text(cert.latency_ms)),
         ("provider", str(cert.provider)),
         ("model_sha256", str(model_sha256)),
+        ("certify_mode", str(result.mode)),
     ]
+    if result.mode == "sequential":
+        r_required = math.nan if result.r_required is None else result.r_required
+        pairs += [
+            ("decision", str(result.decision or "")),
+            ("looks", str(int(result.looks))),
+            ("r_required", float_text(r_required)),
+        ]
     verdict = result.verdict
     if verdict is None:
         return [*pairs, ("ood_level", NO_OOD), ("ood_reasons", "")]

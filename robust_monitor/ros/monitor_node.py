@@ -32,6 +32,12 @@ name                      type    default              notes
 ``alpha``                 double  0.001                [1e-12, 0.5]; guarded
 ``batch_size``            int     500                  [1, 1e5] samples; guarded
 ``provider``              str     auto                 auto | cpu,cuda,tensorrt; guarded
+``certify_mode``          str     fixed                fixed | sequential; guarded
+``r_required``            double  0.0                  [0, 10] L2 radius, sequential; 0 = the
+                                                       arbiter policy's r_recover; guarded
+``budget_ms``             double  0.0                  [0, 60000] ms per frame, sequential;
+                                                       0 = no deadline; guarded
+``max_n``                 int     10000                [1, 1e7] samples, sequential; guarded
 ``roi``                   double  unset                [x, y, w, h] fractions; unset/empty =
                           array                        metadata; guarded
 ``diagnostics_period_s``  double  1.0                  [0.05, 60] s; changeable at run time
@@ -41,6 +47,19 @@ name                      type    default              notes
 "Guarded" parameters are read-only unless the node starts with ``allow_runtime_tuning:=true``;
 then a valid update reloads the pipeline on the worker (no certificates while it reloads) and
 an invalid one is refused with the reason.
+
+Sequential mode (``certify_mode:=sequential``, ``core/certify/sequential.py``): each frame's
+estimation samples come in looks, and sampling stops as soon as ``radius >= r_required`` is
+certified (anytime-valid bounds), shown unreachable, ``budget_ms`` is spent or ``max_n``
+samples are drawn; ``n`` is not used. ``r_required`` 0 takes the arbiter policy's ``r_recover``
+(``degraded_exit_radius_l2``, 0.3 by default: a frame certified for it counts as healthy in
+every arbiter state; set ``r_required`` to the arbiter's value if you change it). An
+``r_required`` that ``max_n`` unanimous samples cannot certify is an invalid configuration
+(ERROR at load, or the update is refused). With a budget below the camera period the node keeps
+the camera rate: it certifies the newest frame and drops the ones that arrived meanwhile. A
+frame whose budget runs out during selection is published as an abstention with ``n`` 0. The
+certificate carries ``certify_mode``, ``decision``, ``looks`` and ``r_required``
+(``contract.py``); /diagnostics adds the decision counts and the samples per frame.
 
 /diagnostics (status ``<node>: monitor``): ERROR when the model or the configuration is
 unusable (the message says why), when the worker thread has died, or when frames fail and none
@@ -70,7 +89,7 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
@@ -92,7 +111,14 @@ from robust_monitor.core.certify.engine import PROVIDER_ALIASES
 from robust_monitor.core.certify.model import sha256_file
 from robust_monitor.core.errors import ConfigError, InputError, ModelError, RobustMonitorError
 from robust_monitor.core.imaging.preprocess import Roi
-from robust_monitor.core.pipeline import CertifyConfig, FramePipeline
+from robust_monitor.core.pipeline import (
+    DEFAULT_MAX_N,
+    MODES,
+    CertifyConfig,
+    FramePipeline,
+    check_reachable,
+    default_r_required,
+)
 from robust_monitor.ros import contract
 from robust_monitor.ros.image_conversion import compressed_image_to_rgb, image_to_rgb
 from robust_monitor.ros.monitor_settings import MonitorSettings, build_settings
@@ -273,6 +299,45 @@ PARAMETERS: tuple[ParamSpec, ...] = (
         check=_check_provider,
     ),
     ParamSpec(
+        "certify_mode",
+        _DEFAULTS.mode,
+        "Certification mode: fixed (n0 + n samples per frame, Cohen's CERTIFY) or sequential "
+        "(estimation samples in looks; stops once radius >= r_required is certified or shown "
+        "unreachable, budget_ms is spent or max_n samples are drawn; n is not used).",
+        Tuning.GUARDED,
+        constraints=" | ".join(MODES),
+        check=_check_choice("certify_mode", MODES),
+    ),
+    ParamSpec(
+        "r_required",
+        0.0,
+        "Sequential mode: the certified L2 radius each frame is decided against, in model-input "
+        "units; 0 takes the arbiter policy's r_recover (degraded_exit_radius_l2, "
+        f"{default_r_required():g} by default), the radius that counts as healthy in every "
+        "arbiter state. A value max_n samples cannot certify is refused.",
+        Tuning.GUARDED,
+        float_range(0.0, 10.0),
+        constraints="0 = the arbiter policy's r_recover",
+    ),
+    ParamSpec(
+        "budget_ms",
+        0.0,
+        "Sequential mode: certification time budget per frame, in milliseconds (selection "
+        "included; overrun by at most one batch); 0: no deadline. Keep it below the camera "
+        "period: the node certifies the newest frame and drops those that arrive meanwhile.",
+        Tuning.GUARDED,
+        float_range(0.0, 60_000.0),
+        constraints="0 = no deadline",
+    ),
+    ParamSpec(
+        "max_n",
+        DEFAULT_MAX_N,
+        "Sequential mode: most estimation samples per frame (samples); it caps the radius that "
+        "can be certified.",
+        Tuning.GUARDED,
+        int_range(1, 10_000_000),
+    ),
+    ParamSpec(
         "roi",
         Parameter.Type.DOUBLE_ARRAY,
         "Region of interest [x, y, width, height] as fractions of the frame (unitless, "
@@ -293,8 +358,7 @@ ALLOW_RUNTIME_TUNING = ParamSpec(
     "allow_runtime_tuning",
     False,
     "Allow the safety parameters (model_path, model_sha256, sigma, n0, n, alpha, batch_size, "
-    "provider, roi) "
-    "to change while running.",
+    "provider, certify_mode, r_required, budget_ms, max_n, roi) to change while running.",
     Tuning.STARTUP,
 )
 SPECS = by_name((ALLOW_RUNTIME_TUNING, *PARAMETERS))
@@ -378,6 +442,10 @@ class StatsSnapshot:
     """End to end (frame received -> certificate published): p50, p95, p99."""
     certify_ms: tuple[float, float, float] | None = None
     """Certification alone (the certificate's latency_ms): p50, p95, p99."""
+    samples: tuple[float, float, float] | None = None
+    """Estimation samples per certified frame (the certificate's n): p50, p95, p99."""
+    decisions: Mapping[str, int] = field(default_factory=dict)
+    """Sequential mode: certified frames by decision since start (certified, unreachable, ...)."""
 
 
 Counter = Literal["dropped", "not_certified", "decode_errors", "certify_errors"]
@@ -392,6 +460,8 @@ class MonitorStats:
         self._counts: dict[str, int] = {}
         self._latency: deque[float] = deque(maxlen=window)
         self._certify: deque[float] = deque(maxlen=window)
+        self._samples: deque[float] = deque(maxlen=window)
+        self._decisions: dict[str, int] = {}
         self._last_frame_s: float | None = None
         self._last_certified_s: float | None = None
         self._last_error = ""
@@ -412,17 +482,23 @@ class MonitorStats:
             self._last_error = message
             self._last_error_s = time.monotonic()
 
-    def certified(self, latency_ms: float, certify_ms: float) -> None:
+    def certified(
+        self, latency_ms: float, certify_ms: float, samples: int = 0, decision: str | None = None
+    ) -> None:
         with self._lock:
             self._counts["certified"] = self._counts.get("certified", 0) + 1
             self._last_certified_s = time.monotonic()
             self._latency.append(latency_ms)
             self._certify.append(certify_ms)
+            self._samples.append(float(samples))
+            if decision is not None:
+                self._decisions[decision] = self._decisions.get(decision, 0) + 1
 
     def snapshot(self) -> StatsSnapshot:
         with self._lock:
             counts = dict(self._counts)
             latency, certify = list(self._latency), list(self._certify)
+            samples, decisions = list(self._samples), dict(self._decisions)
             last_frame_s, last_certified_s = self._last_frame_s, self._last_certified_s
             last_error, last_error_s = self._last_error, self._last_error_s
         return StatsSnapshot(
@@ -439,6 +515,8 @@ class MonitorStats:
             last_error_s=last_error_s,
             latency_ms=_percentiles(latency),
             certify_ms=_percentiles(certify),
+            samples=_percentiles(samples),
+            decisions=decisions,
         )
 
 
@@ -460,6 +538,8 @@ class ModelState:
     provider: str = ""
     fallback: str = ""
     settings: MonitorSettings | None = None
+    sigma: float | None = None
+    """The loaded engine's sigma (the model metadata's when the sigma parameter is 0)."""
 
 
 # --- the node ------------------------------------------------------------------------------------
@@ -649,6 +729,7 @@ class MonitorNode(Node):
                 provider=engine.provider,
                 fallback=engine.fallback or "",
                 settings=settings,
+                sigma=engine.sigma,
             )
         )
         self._ready.set()
@@ -657,8 +738,12 @@ class MonitorNode(Node):
             f"ready: model {engine.spec.name} (sha256 {engine.spec.sha256[:12]}) on "
             f"{engine.provider}, sigma {engine.sigma:g}, n0 {settings.certify.n0}, "
             f"n {settings.certify.n}, alpha {settings.certify.alpha:g}"
+            + (_sequential_text(pipeline) if pipeline.sequential else "")
             + (f"; {engine.fallback}" if engine.fallback else "")
         )
+        warning = budget_warning(pipeline)
+        if warning:
+            self.get_logger().warning(warning)
 
     def _fail(self, settings: MonitorSettings, reason: str) -> None:
         self._set_state(ModelState(error=f"model not loaded: {reason}", settings=settings))
@@ -700,7 +785,10 @@ class MonitorNode(Node):
         )
         self._radius_pub.publish(Float32(data=float(result.certificate.radius)))
         self._stats.certified(
-            (time.monotonic() - delivery.received_s) * 1e3, result.certificate.latency_ms
+            (time.monotonic() - delivery.received_s) * 1e3,
+            result.certificate.latency_ms,
+            result.certificate.n,
+            result.decision,
         )
 
     # -- parameters -----------------------------------------------------------------------
@@ -725,10 +813,25 @@ class MonitorNode(Node):
                 return _refuse(f"model_path {value!r} is not a file")
             values[param.name] = value
         try:
-            settings_from_values(values)
+            settings = settings_from_values(values)
+            self._check_reachable(settings)
         except ConfigError as exc:
             return _refuse(str(exc))
         return SetParametersResult(successful=True)
+
+    def _check_reachable(self, settings: MonitorSettings) -> None:
+        """ConfigError when the sequential r_required cannot be certified with the loaded model's
+        sigma (when the model stays the same; a new model is checked when it loads)."""
+        cfg = settings.certify
+        state = self.state
+        if not cfg.sequential or state.settings is None:
+            return
+        sigma = cfg.sigma
+        same_model = settings.model_path == state.settings.model_path
+        if sigma is None and same_model:
+            sigma = state.sigma
+        if sigma is not None:
+            check_reachable(cfg.sequential_config(), sigma)
 
     def _apply_update(self, params: list[Parameter[Any]]) -> None:
         names = {p.name for p in params}
@@ -851,8 +954,52 @@ class MonitorNode(Node):
                 ("n0", str(cfg.n0)),
                 ("n", str(cfg.n)),
                 ("alpha", repr(cfg.alpha)),
+                ("certify_mode", cfg.mode),
             ]
+            if cfg.sequential:
+                pairs += _sequential_report(cfg, now)
         return pairs
+
+
+def budget_warning(pipeline: FramePipeline) -> str:
+    """A warning when the sequential budget is below the quickest certification measured at
+    warm-up (frames would then stop on the budget), else ''."""
+    seq, quickest = pipeline.sequential, pipeline.quickest_certify_ms
+    if seq is None or seq.budget_ms is None or quickest is None or seq.budget_ms >= quickest:
+        return ""
+    return (
+        f"budget_ms {seq.budget_ms:g} is below the {quickest:.1f} ms that certifying "
+        f"r_required {seq.r_required:g} takes here even when every vote agrees (n0 "
+        f"{seq.n0} plus one look): most frames will stop on the budget with a small radius "
+        "or an abstention; raise budget_ms, lower n0 or use a faster provider"
+    )
+
+
+def _sequential_text(pipeline: FramePipeline) -> str:
+    seq = pipeline.sequential
+    if seq is None:
+        return ""
+    budget = "no budget" if seq.budget_ms is None else f"budget {seq.budget_ms:g} ms"
+    return f"; sequential: r_required {seq.r_required:g}, {budget}, max_n {seq.max_n}"
+
+
+def _sequential_report(cfg: CertifyConfig, now: StatsSnapshot) -> list[tuple[str, str]]:
+    """The /diagnostics pairs of sequential mode: settings, decisions, samples per frame."""
+    r_required = cfg.r_required if cfg.r_required is not None else default_r_required()
+    pairs = [
+        ("r_required", repr(float(r_required))),
+        ("budget_ms", "" if cfg.budget_ms is None else repr(float(cfg.budget_ms))),
+        ("max_n", str(cfg.max_n)),
+    ]
+    pairs += [
+        (f"decisions_{name}", str(now.decisions.get(name, 0)))
+        for name in ("certified", "unreachable", "budget", "max_n")
+    ]
+    for index, name in enumerate(("p50", "p95", "p99")):
+        pairs.append(
+            (f"samples_{name}", "" if now.samples is None else f"{now.samples[index]:.1f}")
+        )
+    return pairs
 
 
 def _refuse(reason: str) -> SetParametersResult:

@@ -31,7 +31,6 @@ from typing import Any
 import numpy as np
 
 from robust_monitor.assets import SAMPLE_DRIVE
-from robust_monitor.core.arbiter.policy import ArbiterPolicy
 from robust_monitor.core.certify.engine import SmoothingEngine
 from robust_monitor.core.certify.sequential import (
     SequentialConfig,
@@ -40,6 +39,7 @@ from robust_monitor.core.certify.sequential import (
 )
 from robust_monitor.core.certify.stats import clopper_pearson_lower
 from robust_monitor.core.imaging.preprocess import roi_from_metadata, to_model_input
+from robust_monitor.core.pipeline import default_r_required
 from robust_monitor.tools.recordings import iter_frames
 
 FIXED_NS = (100, 200, 500, 1000, 2000, 5000)
@@ -111,7 +111,7 @@ def bench_sequential(
     threads: int = 0,
 ) -> dict[str, Any]:
     """The side-by-side report (see the module docstring)."""
-    r = ArbiterPolicy().r_required if r_required is None else float(r_required)
+    r = default_r_required() if r_required is None else float(r_required)
     engine = SmoothingEngine(model, sigma, providers=provider, seed=seed, intra_op_threads=threads)
     engine.warmup()
     frames = drive_frames(recording or SAMPLE_DRIVE / "roadside_drive", engine, every, limit)

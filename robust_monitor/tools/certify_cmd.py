@@ -14,8 +14,9 @@ one JSON object per frame, one per line, with the certificate's fields.
 ``--mode sequential`` (``core/certify/sequential.py``) samples in looks and stops once
 ``radius >= r_required`` is certified, shown unreachable, ``--budget-ms`` is spent or ``--max-n``
 samples are drawn; the JSON line adds ``decision``, ``looks``, ``p_upper`` and ``p_required``.
-``r_required`` defaults to the arbiter policy's (the radius that keeps NOMINAL), so the monitor
-and the arbiter share one definition.
+``r_required`` defaults to the arbiter policy's ``r_recover`` (the radius that counts as healthy
+in every arbiter state; ``pipeline.default_r_required``), so the monitor and the arbiter share
+one definition.
 """
 
 from __future__ import annotations
@@ -28,12 +29,12 @@ from pathlib import Path
 import numpy as np
 
 from robust_monitor.assets import DEFAULT_MODEL
-from robust_monitor.core.arbiter.policy import ArbiterPolicy
 from robust_monitor.core.certify.engine import SmoothingEngine, check_params
 from robust_monitor.core.certify.sequential import SequentialConfig, certify_sequential
 from robust_monitor.core.errors import InputError
 from robust_monitor.core.imaging.decode import IMAGE_SUFFIXES, load_image_file, load_npy_frames
 from robust_monitor.core.imaging.preprocess import to_model_input
+from robust_monitor.core.pipeline import default_r_required
 
 
 def add_certification_args(parser: argparse.ArgumentParser) -> None:
@@ -64,32 +65,52 @@ def add_certification_args(parser: argparse.ArgumentParser) -> None:
     )
 
 
-def add_sequential_args(parser: argparse.ArgumentParser) -> None:
-    """``--mode``, ``--r-required``, ``--budget-ms``, ``--max-n`` (certify, bench, replay, sim)."""
+def add_sequential_args(parser: argparse.ArgumentParser, *, overrides: bool = False) -> None:
+    """``--mode``, ``--r-required``, ``--budget-ms``, ``--max-n`` (certify, bench, replay, sim).
+
+    ``overrides=True`` (replay, sim): every default is None, meaning "as the parameter file
+    says" (the monitor's ``certify_mode``, ``r_required``, ``budget_ms``, ``max_n``), and 0
+    means what it means there (``--r-required 0``: the arbiter policy's; ``--budget-ms 0``: no
+    deadline).
+    """
+    file_note = " (default: the parameter file's {})"
     parser.add_argument(
         "--mode",
         choices=("fixed", "sequential"),
-        default="fixed",
-        help="fixed n (Cohen's CERTIFY) or sequential (stop once r_required is decided)",
+        default=None if overrides else "fixed",
+        help="fixed n (Cohen's CERTIFY) or sequential (stop once r_required is decided)"
+        + (file_note.format("certify_mode") if overrides else ""),
     )
     parser.add_argument(
         "--r-required",
         type=float,
         default=None,
-        help="sequential: the L2 radius to certify (default: the arbiter policy's r_required, "
-        f"{ArbiterPolicy().r_required:g})",
+        help="sequential: the L2 radius to certify "
+        + (
+            file_note.format("r_required; 0 there or here: the arbiter policy's r_recover")
+            if overrides
+            else f"(default: the arbiter policy's r_recover, {default_r_required():g})"
+        ),
     )
     parser.add_argument(
-        "--budget-ms", type=float, default=None, help="sequential: time budget per frame (ms)"
+        "--budget-ms",
+        type=float,
+        default=None,
+        help="sequential: time budget per frame (ms)"
+        + (file_note.format("budget_ms; 0: no deadline") if overrides else ""),
     )
     parser.add_argument(
-        "--max-n", type=int, default=10_000, help="sequential: most estimation samples per frame"
+        "--max-n",
+        type=int,
+        default=None if overrides else 10_000,
+        help="sequential: most estimation samples per frame"
+        + (file_note.format("max_n") if overrides else ""),
     )
 
 
 def sequential_config(args: argparse.Namespace) -> SequentialConfig:
     """The SequentialConfig the sequential arguments describe (validated)."""
-    r_required = args.r_required if args.r_required is not None else ArbiterPolicy().r_required
+    r_required = args.r_required if args.r_required is not None else default_r_required()
     return SequentialConfig(
         r_required=r_required,
         budget_ms=args.budget_ms,

@@ -2,6 +2,8 @@
 
     robust-monitor replay BAG [--topic T] [--params-file F] [--out DIR] [--rate R]
                               [--operator auto-release|repeat-release|never] [--every K]
+                              [--mode fixed|sequential] [--r-required R] [--budget-ms MS]
+                              [--max-n N]
 
 Reads a rosbag2 (sqlite3 or mcap) or ROS 1 bag through ``rosbags`` (``recordings.py``), takes
 its camera topic (``sensor_msgs/Image`` or ``CompressedImage``; found by itself when there is
@@ -36,6 +38,16 @@ monitor settings (validated by the monitor node's own ``settings_from_values``),
 ``robust_monitor_arbiter`` section the policy (``ArbiterPolicy.from_mapping``) and
 ``publish_rate_hz``; ``/**`` sections apply to both. Unknown keys are refused.
 
+Certification mode: the monitor's ``certify_mode`` (``fixed`` | ``sequential``), ``r_required``,
+``budget_ms`` and ``max_n`` parameters, as the node reads them; ``--mode``, ``--r-required``,
+``--budget-ms`` and ``--max-n`` override the file's. In sequential mode an unset (0)
+``r_required`` is the replayed arbiter policy's ``r_recover`` (``degraded_exit_radius_l2`` of
+the same file), so monitor and arbiter share one definition. The budget is wall time on this
+machine, so a budgeted replay is only as repeatable as the machine's speed. The summary's
+``certification`` section gives the estimation samples per frame (mean, p50, p99, max) and, in
+sequential mode, the frames by decision (``certified``, ``unreachable``, ``budget``,
+``max_n``).
+
 Output (``--out DIR``, default ``runs/replay_<recording name>``): see ``report.py``. Everything is
 written into a temporary folder beside DIR and renamed to DIR at the end, so an interrupted
 replay never leaves a report that looks complete.
@@ -44,6 +56,7 @@ replay never leaves a report that looks complete.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import enum
 import hashlib
 import itertools
@@ -74,12 +87,20 @@ from robust_monitor.core.arbiter import (
     timeline_from_decisions,
 )
 from robust_monitor.core.certify.model import sha256_file
+from robust_monitor.core.certify.sequential import DECISIONS
 from robust_monitor.core.errors import ConfigError
 from robust_monitor.core.imaging.preprocess import Roi
 from robust_monitor.core.ood.verdict import OodLevel
-from robust_monitor.core.pipeline import CertifyConfig, FramePipeline, default_calibration_path
+from robust_monitor.core.pipeline import (
+    DEFAULT_MAX_N,
+    CertifyConfig,
+    FramePipeline,
+    default_calibration_path,
+    default_r_required,
+)
 from robust_monitor.ros.monitor_settings import build_settings
 from robust_monitor.tools import report
+from robust_monitor.tools.certify_cmd import add_sequential_args
 from robust_monitor.tools.recordings import (
     IMAGE_TYPES,
     RecordingError,
@@ -209,6 +230,10 @@ def _monitor_defaults() -> dict[str, Any]:
             "alpha": d.alpha,
             "batch_size": d.batch_size,
             "provider": d.providers,
+            "certify_mode": d.mode,
+            "r_required": 0.0,
+            "budget_ms": 0.0,
+            "max_n": DEFAULT_MAX_N,
             "roi": None,
             "diagnostics_period_s": 1.0,
             "allow_runtime_tuning": False,
@@ -228,8 +253,10 @@ def load_config(
 ) -> ReplayConfig:
     """Read a ROS 2 parameter file (default: ``config/robust_monitor.yaml``) for a replay.
 
-    ``overrides`` are monitor parameters (``n0``, ``n``, ``model_path``, ...) applied over the
-    file. Raises ConfigError naming the file and the key for anything invalid.
+    ``overrides`` are monitor parameters (``n0``, ``n``, ``model_path``, ``certify_mode``,
+    ...) applied over the file. In sequential mode an unset ``r_required`` becomes the file's
+    arbiter policy's (``default_r_required(policy)``). Raises ConfigError naming the file and
+    the key for anything invalid.
     """
     path = Path(params_file) if params_file is not None else default_params_file()
     try:
@@ -264,21 +291,15 @@ def load_config(
     except ConfigError as exc:
         raise ConfigError(f"{path}: {MONITOR_NODE}: {exc}") from exc
     if seed is not None:
-        certify = CertifyConfig(
-            sigma=certify.sigma,
-            n0=certify.n0,
-            n=certify.n,
-            alpha=certify.alpha,
-            batch_size=certify.batch_size,
-            providers=certify.providers,
-            seed=seed,
-        )
+        certify = dataclasses.replace(certify, seed=seed)
     try:
         policy = ArbiterPolicy.from_mapping(
             {k: v for k, v in arbiter_given.items() if k in policy_keys}
         )
     except ConfigError as exc:
         raise ConfigError(f"{path}: {ARBITER_NODE}: {exc}") from exc
+    if certify.sequential and certify.r_required is None:
+        certify = dataclasses.replace(certify, r_required=default_r_required(policy))
     tick_hz = arbiter_given.get("publish_rate_hz", DEFAULT_TICK_HZ)
     if (
         isinstance(tick_hz, bool)
@@ -424,6 +445,8 @@ class ReplayRun:
     model_sha256: str = ""
     calibration_path: Path | None = None
     engine_note: str = ""
+    quickest_certify_ms: float | None = None
+    """Sequential mode: ``FramePipeline.quickest_certify_ms`` (measured at warm-up)."""
 
     @property
     def recording_span_s(self) -> float:
@@ -475,6 +498,7 @@ class ReplayEngine:
             model_sha256=engine.spec.sha256,
             calibration_path=calibration if pipeline.calibration is not None else None,
             engine_note=engine.fallback or "",
+            quickest_certify_ms=pipeline.quickest_certify_ms,
         )
         self._check_every(info)
         arbiter = Arbiter(cfg.policy)
@@ -764,6 +788,17 @@ def build_summary(
             [c.radius for c in certs if not c.abstained], _RADIUS_PERCENTILES
         ),
         "labels": _count(c.label_name for c in certs),
+        "certification": {
+            **certification_summary(records),
+            **(
+                {
+                    "budget_ms": cfg.certify.budget_ms,
+                    "quickest_certify_ms": run.quickest_certify_ms,
+                }
+                if cfg.certify.sequential
+                else {}
+            ),
+        },
         "ood": {"frames_by_level": levels, "events": _ood_events(records)},
         "arbiter": {
             "time_in_state_s": states,
@@ -816,6 +851,10 @@ def build_summary(
                 "providers": cfg.certify.providers,
                 "provider_used": run.provider,
                 "seed": cfg.certify.seed,
+                "mode": cfg.certify.mode,
+                "r_required": cfg.certify.r_required if cfg.certify.sequential else None,
+                "budget_ms": cfg.certify.budget_ms if cfg.certify.sequential else None,
+                "max_n": cfg.certify.max_n if cfg.certify.sequential else None,
                 "roi": None
                 if cfg.roi is None
                 else [cfg.roi.x, cfg.roi.y, cfg.roi.width, cfg.roi.height],
@@ -840,6 +879,36 @@ def build_summary(
             report.RESULTS_BAG,
         ],
     }
+
+
+def certification_summary(records: Sequence[FrameRecord]) -> dict[str, Any]:
+    """Samples per certified frame and, in sequential mode, why sampling stopped.
+
+    ``samples_per_frame`` counts estimation samples (the certificate's ``n``); every frame also
+    draws ``n0`` selection samples. ``decisions`` (sequential only) counts frames by decision.
+    """
+    results = [r.result for r in records]
+    drawn = np.asarray([r.certificate.n for r in results], dtype=float)
+    out: dict[str, Any] = {
+        "mode": results[0].mode if results else None,
+        "samples_per_frame": {
+            "mean": float(drawn.mean()) if drawn.size else None,
+            **_percentiles(drawn.tolist(), (50, 99)),
+            "max": int(drawn.max()) if drawn.size else None,
+        },
+        "selection_samples_per_frame": results[0].certificate.n0 if results else None,
+        "note": "samples_per_frame = estimation samples (the certificate's n); each frame also "
+        "draws n0 selection samples",
+    }
+    sequential = [r for r in results if r.mode == "sequential"]
+    if sequential:
+        counts: dict[str, int] = dict.fromkeys(DECISIONS, 0)
+        for r in sequential:
+            counts[str(r.decision)] = counts.get(str(r.decision), 0) + 1
+        out["r_required"] = sequential[0].r_required
+        out["decisions"] = counts
+        out["looks_mean"] = float(np.mean([r.looks for r in sequential]))
+    return out
 
 
 def _count(items: Any) -> dict[str, int]:
@@ -896,7 +965,7 @@ def replay(
         report.write_timeline(tmp / report.TIMELINE_FILE, run.records)
         title = (
             f"{bag_path.name} {info.topic}: {spec.name}, n0 {config.certify.n0}, "
-            f"n {config.certify.n}, every {every}; operator {operator.value}"
+            f"{_budget_text(config.certify)}, every {every}; operator {operator.value}"
         )
         report.write_plot(tmp / report.PLOT_FILE, run.records, run.steps, run.t0_s, episodes, title)
         report.write_summary(tmp / report.SUMMARY_FILE, summary)
@@ -905,6 +974,15 @@ def replay(
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     return out_dir, summary
+
+
+def _budget_text(certify: CertifyConfig) -> str:
+    """``n 500`` (fixed) or ``sequential r 0.3, 33 ms, max_n 10000``: the sampling budget."""
+    if not certify.sequential:
+        return f"n {certify.n}"
+    budget = "" if certify.budget_ms is None else f", {certify.budget_ms:g} ms"
+    r = certify.r_required if certify.r_required is not None else default_r_required()
+    return f"sequential r {r:g}{budget}, max_n {certify.max_n}"
 
 
 def _move_into_place(tmp: Path, out_dir: Path) -> None:
@@ -957,6 +1035,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-ar
     parser.add_argument("--n0", type=int, default=None, help="override the file's n0")
     parser.add_argument("--n", type=int, default=None, help="override the file's n")
     parser.add_argument("--model", default=None, help="override the file's model_path")
+    add_sequential_args(parser, overrides=True)
     parser.add_argument(
         "--seed", type=int, default=None, help="fixed noise seed (tests only; default: OS entropy)"
     )
@@ -972,6 +1051,7 @@ def run(args: argparse.Namespace) -> int:
             overrides[key] = getattr(args, key)
     if args.model is not None:
         overrides["model_path"] = str(args.model)
+    overrides.update(sequential_overrides(args))
     out_dir, summary = replay(
         args.bag,
         args.out,
@@ -989,6 +1069,22 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
+def sequential_overrides(args: argparse.Namespace) -> dict[str, Any]:
+    """The monitor parameters ``--mode``, ``--r-required``, ``--budget-ms``, ``--max-n`` set
+    (``add_sequential_args(overrides=True)``); the ones not given are left to the file."""
+    out: dict[str, Any] = {}
+    for flag, key, kind in (
+        ("mode", "certify_mode", str),
+        ("r_required", "r_required", float),
+        ("budget_ms", "budget_ms", float),
+        ("max_n", "max_n", int),
+    ):
+        value = getattr(args, flag, None)
+        if value is not None:
+            out[key] = kind(value)
+    return out
+
+
 def format_summary(summary: Mapping[str, Any], out_dir: Path) -> str:
     """A few lines for people: frames, certification, states, speed, where the report is."""
     tp = summary["throughput"]
@@ -1000,9 +1096,32 @@ def format_summary(summary: Mapping[str, Any], out_dir: Path) -> str:
         f"{tp['frames_per_s']:.1f} frames/s, {tp['real_time_factor']:.2f}x real time",
         f"certified {summary['certified_fraction']:.0%}, median radius "
         f"{summary['radius_l2']['p50']:.3f}; OOD events {len(summary['ood']['events'])}",
+        _certification_line(summary.get("certification") or {}),
         f"arbiter: {states}; handovers requested {arb['handovers_requested']}; "
         f"operator {summary['operator']['mode']} (releases at "
         f"{', '.join(f'{t:.1f} s' for t in summary['operator']['releases_s']) or 'none'})",
         f"report: {out_dir}",
     ]
-    return "\n".join(lines)
+    return "\n".join(line for line in lines if line)
+
+
+def _certification_line(cert: Mapping[str, Any]) -> str:
+    """Samples per frame; in sequential mode also r_required and the decision counts."""
+    samples = cert.get("samples_per_frame") or {}
+    if samples.get("mean") is None:
+        return ""
+    text = (
+        f"{cert.get('mode')}: estimation samples per frame mean {samples['mean']:.0f}, "
+        f"p99 {samples['p99']:.0f}"
+    )
+    decisions = cert.get("decisions")
+    if decisions:
+        counts = ", ".join(f"{k} {v}" for k, v in decisions.items())
+        text += f"; r_required {cert.get('r_required'):g}; decisions: {counts}"
+    quickest, budget = cert.get("quickest_certify_ms"), cert.get("budget_ms")
+    if quickest is not None and budget is not None and budget < quickest:
+        text += (
+            f" (budget {budget:g} ms < {quickest:.1f} ms, the quickest certification "
+            "measured at warm-up: frames stop on the budget)"
+        )
+    return text

@@ -1,6 +1,8 @@
 """``robust-monitor sim SCENARIO.yaml``: drive a scenario in closed loop and judge the monitor.
 
     robust-monitor sim SCENARIO.yaml [--out DIR] [--seed K] [--params-file F] [--no-plot]
+                                     [--mode fixed|sequential] [--r-required R]
+                                     [--budget-ms MS] [--max-n N]
 
 A simulated car (``robust_monitor.sim``) drives the scenario's road; its camera frames, with the
 scheduled corruptions and faults, go through ``FramePipeline.process`` and ``Arbiter.step`` on
@@ -15,6 +17,14 @@ n0 = 16, n = 100, alpha = 0.001: about 5x cheaper than the node's n = 500; the r
 n = 100 is 0.375 at sigma 0.25, above the 0.30 a frame needs to count as healthy) is applied over
 the file, and the certification noise is seeded with the scenario's seed (``--seed`` overrides
 it, and the scene's): a run is deterministic.
+
+Certification mode: the file's ``certify_mode``, ``r_required``, ``budget_ms`` and ``max_n``
+(as ``replay`` reads them), overridden by ``--mode``, ``--r-required``, ``--budget-ms`` and
+``--max-n``. In sequential mode the scenario's ``n`` is not used (``max_n`` caps the samples)
+and an unset ``r_required`` is the policy's ``r_recover``. Without a budget a sequential run is
+as deterministic as a fixed one; a budget is wall time on this machine (certification takes no
+simulated time), so a budgeted run depends on the machine's speed. The summary's
+``certification`` section gives the samples per frame and the decisions (as in ``replay``).
 
 Output (``--out DIR``, default ``runs/sim_<scenario name>``), written with ``report.py``'s
 writers: ``timeline.csv`` (one row per certified frame), ``timeline.png`` (effects shaded) and
@@ -55,7 +65,13 @@ from robust_monitor.core.pipeline import FramePipeline, default_calibration_path
 from robust_monitor.sim import ExpectationResult, Scenario, SimRun, evaluate, load_scenario
 from robust_monitor.sim import simulate as simulate_loop
 from robust_monitor.tools import report
-from robust_monitor.tools.replay import ReplayConfig, load_config
+from robust_monitor.tools.certify_cmd import add_sequential_args
+from robust_monitor.tools.replay import (
+    ReplayConfig,
+    certification_summary,
+    load_config,
+    sequential_overrides,
+)
 from robust_monitor.tools.report import Episode, FrameRecord
 
 SUMMARY_FORMAT = "robust_monitor.sim/1"
@@ -75,11 +91,25 @@ class SimResult:
         return all(e.passed for e in self.expectations)
 
 
-def sim_config(scenario: Scenario, params_file: Path | None, seed: int) -> ReplayConfig:
-    """The parameter file (as ``replay`` reads it) with the scenario's certification budget."""
+def sim_config(
+    scenario: Scenario,
+    params_file: Path | None,
+    seed: int,
+    overrides: Mapping[str, Any] | None = None,
+) -> ReplayConfig:
+    """The parameter file (as ``replay`` reads it) with the scenario's certification budget,
+    then ``overrides`` (monitor parameters such as ``certify_mode``, ``budget_ms``) over both.
+
+    Fixed mode runs its ``n`` samples in one batch; sequential mode keeps the file's
+    ``batch_size`` (the most samples one look draws).
+    """
     c = scenario.certify
-    overrides = {"n0": c.n0, "n": c.n, "alpha": c.alpha, "batch_size": max(c.n0, c.n)}
-    return load_config(params_file, overrides=overrides, seed=seed)
+    given = dict(overrides or {})
+    sequential = load_config(params_file, overrides=given).certify.sequential
+    scenario_values: dict[str, Any] = {"n0": c.n0, "n": c.n, "alpha": c.alpha}
+    if not sequential:
+        scenario_values["batch_size"] = max(c.n0, c.n)
+    return load_config(params_file, overrides={**scenario_values, **given}, seed=seed)
 
 
 def run_scenario(
@@ -87,12 +117,17 @@ def run_scenario(
     *,
     params_file: Path | None = None,
     seed: int | None = None,
+    overrides: Mapping[str, Any] | None = None,
 ) -> SimResult:
-    """Simulate one scenario in-process and judge it (no files written)."""
+    """Simulate one scenario in-process and judge it (no files written).
+
+    ``overrides``: monitor parameters applied over the file and the scenario's certify section
+    (e.g. ``{"certify_mode": "sequential", "budget_ms": 33.0}``).
+    """
     sc = scenario if isinstance(scenario, Scenario) else load_scenario(scenario)
     if seed is not None:
         sc = dataclasses.replace(sc, seed=seed)
-    config = sim_config(sc, params_file, sc.seed)
+    config = sim_config(sc, params_file, sc.seed, overrides)
     pipeline = FramePipeline(
         config.model_path, config.certify, config.roi, calibration=_calibration(config.model_path)
     )
@@ -205,6 +240,17 @@ def build_summary(
             "robust_monitor/core/arbiter/metrics.py; distance_degraded_m counts DEGRADED, "
             "HANDOVER_REQUESTED and MINIMAL_RISK",
         },
+        "certification": {
+            **certification_summary(frame_records(run)),
+            **(
+                {
+                    "budget_ms": config.certify.budget_ms,
+                    "quickest_certify_ms": pipeline.quickest_certify_ms,
+                }
+                if config.certify.sequential
+                else {}
+            ),
+        },
         "frames": {
             "certified": len(run.frames),
             "dropped": run.dropped_frames,
@@ -233,6 +279,12 @@ def build_summary(
                 "alpha": config.certify.alpha,
                 "seed": config.certify.seed,
                 "provider_used": engine.provider,
+                "mode": config.certify.mode,
+                "r_required": None
+                if pipeline.sequential is None
+                else pipeline.sequential.r_required,
+                "budget_ms": config.certify.budget_ms if config.certify.sequential else None,
+                "max_n": config.certify.max_n if config.certify.sequential else None,
             },
             "arbiter_policy": policy.as_dict(),
             "arbiter_policy_sha256": hashlib.sha256(
@@ -263,9 +315,11 @@ def write_outputs(result: SimResult, out_dir: Path, plot: bool = True) -> Path:
         summary = dict(result.summary)
         if plot:
             sc = result.run.scenario
+            certify = result.config.certify
+            budget = f"n {certify.n}" if not certify.sequential else "sequential"
             title = (
-                f"sim {sc.name} (seed {sc.seed}): n0 {result.config.certify.n0}, "
-                f"n {result.config.certify.n}; {'PASS' if result.passed else 'FAIL'}"
+                f"sim {sc.name} (seed {sc.seed}): n0 {certify.n0}, "
+                f"{budget}; {'PASS' if result.passed else 'FAIL'}"
             )
             report.write_plot(
                 tmp / report.PLOT_FILE, records, result.run.steps, 0.0, _episodes(sc), title
@@ -307,6 +361,14 @@ def format_result(result: SimResult, out_dir: Path | None) -> str:
                 ),
             )
         )
+    cert = s.get("certification") or {}
+    samples = cert.get("samples_per_frame") or {}
+    if cert.get("decisions") and samples.get("mean") is not None:
+        counts = ", ".join(f"{k} {v}" for k, v in cert["decisions"].items())
+        lines.append(
+            f"  sequential (r_required {cert['r_required']:g}): samples per frame mean "
+            f"{samples['mean']:.0f}, p99 {samples['p99']:.0f}; decisions: {counts}"
+        )
     fs = met["false_stop_pct"]
     lines.append(
         f"  false stops {'-' if fs is None else f'{fs:.1f} %'}; driven {met['distance_m']:.1f} m, "
@@ -338,11 +400,17 @@ def add_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-ar
         help="ROS 2 parameter file (default: the package's config/robust_monitor.yaml)",
     )
     parser.add_argument("--no-plot", action="store_true", help="skip timeline.png")
+    add_sequential_args(parser, overrides=True)
     parser.set_defaults(run=run)
 
 
 def run(args: argparse.Namespace) -> int:
-    result = run_scenario(args.scenario, params_file=args.params_file, seed=args.seed)
+    result = run_scenario(
+        args.scenario,
+        params_file=args.params_file,
+        seed=args.seed,
+        overrides=sequential_overrides(args),
+    )
     out = args.out if args.out is not None else Path("runs") / f"sim_{result.run.scenario.name}"
     write_outputs(result, out, plot=not args.no_plot)
     print(format_result(result, out))
