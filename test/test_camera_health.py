@@ -148,6 +148,31 @@ def test_low_contrast_is_flagged(scene: ImageU8) -> None:
     assert check_once(scene).scores["low_contrast"] > 30.0
 
 
+def test_a_dim_frame_is_flagged_by_its_mean_brightness(scene: ImageU8) -> None:
+    base = check_once(scene)
+    assert "dim" not in base.fired and base.scores["dim"] > 100.0
+    for gain, level in ((0.7, OodLevel.WARN), (0.3, OodLevel.ERROR)):
+        darker = np.clip(scene.astype(np.float32) * gain, 0, 255).astype(np.uint8)
+        result = check_once(darker)
+        assert result.fired.get("dim") is level, (gain, result.scores["dim"])
+        assert result.scores["dim"] == pytest.approx(base.scores["dim"] * gain, rel=0.03)
+    # The mean is the check, not the darkest parts: a bright frame with a dark half is fine.
+    half = scene.copy()
+    half[:, : scene.shape[1] // 4] //= 4
+    assert "dim" not in check_once(half).fired
+
+
+def test_a_road_tunnel_reads_dim_and_a_black_frame_is_black_not_dim() -> None:
+    from robust_monitor.synth.scene import RoadScene, render_tunnel
+
+    tunnel = check_once(render_tunnel(120.0))
+    assert tunnel.fired.get("dim") is OodLevel.WARN
+    road = check_once(RoadScene(seed=3).render_at(40.0).image)
+    assert "dim" not in road.fired and road.scores["dim"] > 105.0
+    black = check_once(np.zeros((240, 320, 3), np.uint8))
+    assert black.fired.get("black") is OodLevel.ERROR and "dim" not in black.fired
+
+
 def test_small_frames_and_grey_frames_work(scene: ImageU8) -> None:
     tiny = cv2.resize(scene, (64, 48), interpolation=cv2.INTER_AREA)
     assert check_once(tiny).scores["low_contrast"] > 20.0

@@ -23,6 +23,11 @@ check fires (``thr`` is its configured threshold):
 - ``low_visibility``: fraction of flat blocks that are neither dark nor saturated (fog, a
   smeared or frosted lens); >= thr.
 - ``low_contrast``: standard deviation of the analysis image, DN; <= thr.
+- ``dim``: mean of the analysis image, DN; <= thr. The defaults are photographic: WARN one stop
+  below mid-grey (18% grey is about 118 DN in sRGB; one stop under, 9%, is 93 DN), ERROR three
+  stops below (41 DN). A daylight-trained model sees a tunnel, dusk or night through a dim
+  frame; the check says so whether or not the model's scores notice (they did not, for the
+  sample drive's tunnel).
 - ``blur``: variance of its Laplacian (3x3 kernel), DN^2; <= thr.
 - ``frozen``: header-stamp seconds the picture has not changed (consecutive frames whose mean
   absolute difference is at most ``frozen_max_diff_dn``); >= thr.
@@ -31,8 +36,8 @@ check fires (``thr`` is its configured threshold):
 
 Checks with a WARN and an ERROR threshold fire at the more severe level they pass. When
 ``black`` fires, the content checks it explains (``blocked``, ``underexposed``,
-``low_visibility``, ``low_contrast``, ``blur``) are not reported as fired; their scores still
-are. A perfectly static, noise-free scene (a simulator paused, a test pattern) is
+``low_visibility``, ``low_contrast``, ``dim``, ``blur``) are not reported as fired; their scores
+still are. A perfectly static, noise-free scene (a simulator paused, a test pattern) is
 indistinguishable from a frozen driver and is reported as frozen; a real sensor's noise keeps
 consecutive frames apart. Frames smaller than the analysis size are upsampled and read blurrier.
 
@@ -63,6 +68,7 @@ CHECKS: Final[tuple[str, ...]] = (
     "overexposed",
     "low_visibility",
     "low_contrast",
+    "dim",
     "blur",
     "frozen",
     "frame_gap",
@@ -71,7 +77,7 @@ CHECKS: Final[tuple[str, ...]] = (
 """Every check, in reporting order; also the keys of ``CameraHealthResult.scores``."""
 
 _EXPLAINED_BY_BLACK: Final = frozenset(
-    {"blocked", "underexposed", "low_visibility", "low_contrast", "blur"}
+    {"blocked", "underexposed", "low_visibility", "low_contrast", "dim", "blur"}
 )
 
 
@@ -112,6 +118,8 @@ class CameraHealthConfig:
     low_visibility_error_block_fraction: float = 0.85
     low_contrast_warn_std_dn: float = 12.0
     low_contrast_error_std_dn: float = 5.0
+    dim_warn_mean_dn: float = 93.0
+    dim_error_mean_dn: float = 41.0
     blur_warn_laplacian_var: float = 100.0
     blur_error_laplacian_var: float = 20.0
     frozen_max_diff_dn: float = 0.5
@@ -167,6 +175,7 @@ class CameraHealthConfig:
         # Lower-is-worse scores: the ERROR threshold is the lower one.
         for warn_name, error_name, unit in (
             ("low_contrast_warn_std_dn", "low_contrast_error_std_dn", "DN"),
+            ("dim_warn_mean_dn", "dim_error_mean_dn", "DN"),
             ("blur_warn_laplacian_var", "blur_error_laplacian_var", "DN^2"),
         ):
             warn = getattr(self, warn_name)
@@ -303,6 +312,7 @@ class CameraHealthMonitor:
         scores["overexposed"] = float(sat_blocks.mean())
         scores["low_visibility"] = float((flat_blocks & ~dark_blocks & ~sat_blocks).mean())
         scores["low_contrast"] = float(std[0, 0])
+        scores["dim"] = float(mean[0, 0])
         scores["blur"] = float(lap_std[0, 0]) ** 2
 
         # --- time: gaps, time going backwards, frozen picture -------------------------------
@@ -381,6 +391,7 @@ class CameraHealthMonitor:
             "low_contrast": at_most(
                 scores["low_contrast"], cfg.low_contrast_warn_std_dn, cfg.low_contrast_error_std_dn
             ),
+            "dim": at_most(scores["dim"], cfg.dim_warn_mean_dn, cfg.dim_error_mean_dn),
             "blur": at_most(
                 scores["blur"], cfg.blur_warn_laplacian_var, cfg.blur_error_laplacian_var
             ),
