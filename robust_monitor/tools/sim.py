@@ -2,13 +2,15 @@
 
     robust-monitor sim SCENARIO.yaml [--out DIR] [--seed K] [--params-file F] [--no-plot]
                                      [--mode fixed|sequential] [--r-required R]
-                                     [--budget-ms MS] [--max-n N]
+                                     [--budget-ms MS] [--max-n N] [--ros]
 
 A simulated car (``robust_monitor.sim``) drives the scenario's road; its camera frames, with the
 scheduled corruptions and faults, go through ``FramePipeline.process`` and ``Arbiter.step`` on
 the simulation clock, the car's speed follows the arbiter's limit and the operator model acts
 through ``Arbiter.request``. The scenario format and its expectations are documented in
-``robust_monitor/sim/scenario.py``.
+``robust_monitor/sim/scenario.py``. With ``--ros`` the same camera, car and operator drive the
+real monitor and arbiter nodes as processes over loopback DDS instead, in lock step on
+``/clock`` (``sim_ros.py``); the expectations, metrics and report are the same.
 
 Configuration: ``--params-file`` is a ROS 2 parameter file read exactly as ``replay`` reads it
 (default: the package's ``config/robust_monitor.yaml``): the arbiter policy, ``publish_rate_hz``
@@ -46,7 +48,7 @@ import os
 import shutil
 import sys
 import tempfile
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -69,6 +71,7 @@ from robust_monitor.tools.certify_cmd import add_sequential_args
 from robust_monitor.tools.replay import (
     ReplayConfig,
     certification_summary,
+    default_params_file,
     load_config,
     sequential_overrides,
 )
@@ -103,13 +106,23 @@ def sim_config(
     Fixed mode runs its ``n`` samples in one batch; sequential mode keeps the file's
     ``batch_size`` (the most samples one look draws).
     """
+    return load_config(
+        params_file, overrides=monitor_overrides(scenario, params_file, overrides), seed=seed
+    )
+
+
+def monitor_overrides(
+    scenario: Scenario, params_file: Path | None, overrides: Mapping[str, Any] | None = None
+) -> dict[str, Any]:
+    """The monitor parameters a run sets over the file: the scenario's certification budget,
+    then ``overrides`` (the same keys go to the node with ``--ros``)."""
     c = scenario.certify
     given = dict(overrides or {})
     sequential = load_config(params_file, overrides=given).certify.sequential
     scenario_values: dict[str, Any] = {"n0": c.n0, "n": c.n, "alpha": c.alpha}
     if not sequential:
         scenario_values["batch_size"] = max(c.n0, c.n)
-    return load_config(params_file, overrides={**scenario_values, **given}, seed=seed)
+    return {**scenario_values, **given}
 
 
 def run_scenario(
@@ -135,6 +148,42 @@ def run_scenario(
     run = simulate_loop(sc, pipeline, config.policy, config.tick_hz)
     results = tuple(evaluate(run, config.policy))
     summary = build_summary(run, config, results, pipeline)
+    return SimResult(run, config, results, summary)
+
+
+def run_scenario_ros(
+    scenario: Scenario | str | Path,
+    *,
+    params_file: Path | None = None,
+    seed: int | None = None,
+    overrides: Mapping[str, Any] | None = None,
+    progress: Callable[[str], None] | None = None,
+) -> SimResult:
+    """Simulate one scenario over real DDS against the node processes (``sim_ros.py``) and
+    judge it with the same expectations, metrics and summary as in-process."""
+    from robust_monitor.tools.sim_ros import simulate_ros
+
+    sc = scenario if isinstance(scenario, Scenario) else load_scenario(scenario)
+    if seed is not None:
+        sc = dataclasses.replace(sc, seed=seed)
+    monitor = monitor_overrides(sc, params_file, overrides)
+    config = load_config(params_file, overrides=monitor, seed=sc.seed)
+    # The same settings built here first: a bad configuration fails before any process starts,
+    # and the summary describes the model and certification the node runs.
+    pipeline = FramePipeline(
+        config.model_path, config.certify, config.roi, calibration=_calibration(config.model_path)
+    )
+    run = simulate_ros(
+        sc,
+        params_file=params_file if params_file is not None else default_params_file(),
+        monitor_overrides=monitor,
+        policy=config.policy,
+        tick_hz=config.tick_hz,
+        progress=progress,
+    )
+    results = tuple(evaluate(run, config.policy))
+    summary = build_summary(run, config, results, pipeline, transport="ros")
+    summary["configuration"]["certify"]["seed"] = None  # the node draws its noise from the OS
     return SimResult(run, config, results, summary)
 
 
@@ -183,8 +232,10 @@ def build_summary(
     config: ReplayConfig,
     results: tuple[ExpectationResult, ...],
     pipeline: FramePipeline,
+    transport: str = "in-process",
 ) -> dict[str, Any]:
-    """The figures of one simulation (``summary.json``)."""
+    """The figures of one simulation (``summary.json``); ``transport``: ``in-process`` or
+    ``ros`` (``--ros``: the nodes over DDS)."""
     sc, policy = run.scenario, config.policy
     speeds = [s.vehicle_speed_mps for s in run.samples]
     timeline = timeline_from_decisions(run.steps, speeds)
@@ -292,7 +343,13 @@ def build_summary(
             ).hexdigest(),
             "tick_hz": config.tick_hz,
         },
-        "throughput": {"wall_s": run.wall_s, "clock": "simulated; evidence at frame stamps"},
+        "transport": transport,
+        "throughput": {
+            "wall_s": run.wall_s,
+            "clock": "simulated; evidence at frame stamps"
+            if transport == "in-process"
+            else "simulated /clock, lock step over loopback DDS (node noise unseeded)",
+        },
         "software": {"robust_monitor": __version__, "python": sys.version.split()[0]},
         "outputs": [report.TIMELINE_FILE, report.SUMMARY_FILE, report.PLOT_FILE],
     }
@@ -400,17 +457,32 @@ def add_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-ar
         help="ROS 2 parameter file (default: the package's config/robust_monitor.yaml)",
     )
     parser.add_argument("--no-plot", action="store_true", help="skip timeline.png")
+    parser.add_argument(
+        "--ros",
+        action="store_true",
+        help="run over real DDS against the monitor and arbiter nodes as processes "
+        "(lock step on /clock; needs the ros extra and DDS on loopback)",
+    )
     add_sequential_args(parser, overrides=True)
     parser.set_defaults(run=run)
 
 
 def run(args: argparse.Namespace) -> int:
-    result = run_scenario(
-        args.scenario,
-        params_file=args.params_file,
-        seed=args.seed,
-        overrides=sequential_overrides(args),
-    )
+    if args.ros:
+        result = run_scenario_ros(
+            args.scenario,
+            params_file=args.params_file,
+            seed=args.seed,
+            overrides=sequential_overrides(args),
+            progress=lambda line: print(line, file=sys.stderr, flush=True),
+        )
+    else:
+        result = run_scenario(
+            args.scenario,
+            params_file=args.params_file,
+            seed=args.seed,
+            overrides=sequential_overrides(args),
+        )
     out = args.out if args.out is not None else Path("runs") / f"sim_{result.run.scenario.name}"
     write_outputs(result, out, plot=not args.no_plot)
     print(format_result(result, out))
