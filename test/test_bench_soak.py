@@ -81,3 +81,23 @@ def test_a_short_soak_through_the_real_nodes(tmp_path: Path) -> None:
     assert "NOMINAL" in report["arbiter_time_in_state_s"]
     plot = write_soak_plot(report, tmp_path / "soak.png")
     assert plot.stat().st_size > 10_000
+
+
+def test_the_bench_command_refuses_a_malformed_soak_parameter() -> None:
+    import subprocess
+    import sys
+
+    cmd = [sys.executable, "-m", "robust_monitor.tools.cli", "bench", "--no-certify", "--soak"]
+    done = subprocess.run(
+        [*cmd, "--soak-param", "n500"], capture_output=True, text=True, timeout=60
+    )
+    assert done.returncode == 2
+    assert "--soak-param takes KEY=VALUE" in done.stderr
+
+
+def test_soak_parameters_are_typed_like_ros_parameters() -> None:
+    from robust_monitor.tools.bench import _soak_value
+
+    assert [_soak_value(v) for v in ("500", "0.5", "true", "sequential")] == [
+        500, 0.5, True, "sequential",
+    ]  # fmt: skip

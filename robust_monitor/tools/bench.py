@@ -38,6 +38,7 @@ from robust_monitor import __version__
 from robust_monitor.core.certify.engine import SmoothingEngine
 from robust_monitor.core.certify.graph import FRAME, NOISE_SUM, NUM_NOISY, build_noise_graph
 from robust_monitor.core.certify.reference import HostReferenceSmoother
+from robust_monitor.core.errors import ConfigError
 from robust_monitor.tools.certify_cmd import add_certification_args
 
 BATCH_SWEEP = (32, 64, 128, 256, 512, 1024)
@@ -104,6 +105,26 @@ def add_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-ar
     )
     parser.add_argument("--fleet-n0", type=int, default=16, help="--fleet: n0 per frame")
     parser.add_argument("--fleet-n", type=int, default=100, help="--fleet: n per frame")
+    parser.add_argument(
+        "--soak",
+        action="store_true",
+        help="run the soak: a camera through both node processes over DDS, RSS and latency drift",
+    )
+    parser.add_argument("--soak-minutes", type=float, default=10.0, help="--soak: duration")
+    parser.add_argument("--soak-hz", type=float, default=30.0, help="--soak: camera rate")
+    parser.add_argument(
+        "--soak-warmup-s", type=float, default=60.0, help="--soak: left out of growth and drift"
+    )
+    parser.add_argument(
+        "--soak-param",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="--soak: a monitor parameter over the shipped configuration (repeatable)",
+    )
+    parser.add_argument(
+        "--soak-plot", type=Path, default=None, help="--soak: write the RSS/latency plot here"
+    )
     parser.set_defaults(run=run)
 
 
@@ -269,6 +290,42 @@ def bench_latency(
     return out
 
 
+def _soak_value(text: str) -> Any:
+    """``--soak-param`` values are typed as ROS 2 parameters are: int, float, bool, else str."""
+    for kind in (int, float):
+        try:
+            return kind(text)
+        except ValueError:
+            pass
+    return {"true": True, "false": False}.get(text.lower(), text)
+
+
+def _run_soak(args: argparse.Namespace) -> dict[str, Any]:
+    from robust_monitor.tools.bench_soak import SoakConfig, run_soak, write_soak_plot
+
+    params: dict[str, Any] = {}
+    for item in args.soak_param:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise ConfigError(f"--soak-param takes KEY=VALUE, got {item!r}")
+        params[key] = _soak_value(value)
+    duration = args.soak_minutes * 60.0
+    config = SoakConfig(
+        duration_s=duration,
+        rate_hz=args.soak_hz,
+        warmup_s=min(args.soak_warmup_s, duration / 2),
+        window_s=min(60.0, duration / 4),
+        monitor_params=params,
+    )
+    soak = run_soak(config, progress=_progress)
+    plot = args.soak_plot
+    if plot is None and args.out is not None:
+        plot = args.out.with_suffix(".soak.png")
+    if plot is not None:
+        soak["plot"] = str(write_soak_plot(soak, plot))
+    return soak
+
+
 def run(args: argparse.Namespace) -> int:
     fuzz: Callable[..., dict[str, Any]] | None = None
     if args.fuzz:  # checked first: a missing extra must not cost the other benches' time
@@ -332,6 +389,8 @@ def run(args: argparse.Namespace) -> int:
         )
     if fuzz is not None:
         report["fuzz"] = fuzz(args.fuzz_cases, progress=_progress)
+    if args.soak:
+        report["soak"] = _run_soak(args)
     if args.fleet:
         from robust_monitor.tools.bench_fleet import bench_fleet
 
@@ -364,6 +423,17 @@ def run(args: argparse.Namespace) -> int:
         )
         for key, value in report["certify_latency"].items():
             print(f"latency {key}: p50 {value['p50_ms']} ms, p99 {value['p99_ms']} ms")
+    if "soak" in report and not args.json:
+        soak = report["soak"]
+        lat, frames = soak["latency_ms"], soak["frames"]
+        print(
+            f"soak {soak['config']['duration_s']:g} s at {soak['config']['rate_hz']:g} Hz: "
+            f"RSS growth monitor {soak['rss']['monitor']['growth_pct']}%, arbiter "
+            f"{soak['rss']['arbiter']['growth_pct']}%; latency p50 {lat['p50']} ms, p99 "
+            f"{lat['p99']} ms, p99 drift {lat['p99_drift_ms']} ms; {frames['monitor_dropped']} "
+            f"of {frames['monitor_received']} frames dropped (newest-frame policy), "
+            f"{frames['lost_in_transport']} lost"
+        )
     if "fleet" in report and not args.json:
         f = report["fleet"]
         for k, entry in f["workers"].items():
