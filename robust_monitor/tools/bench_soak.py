@@ -8,7 +8,9 @@ launch`` does) in a namespace of their own, and a probe node in this process tha
 - receives every ``~/certificate`` and measures its latency: receive time minus the frame's
   stamp, so it covers transport both ways, the node's queue and certification;
 - reads the monitor's ``/diagnostics`` counters (frames received, certified, dropped, the
-  pending-frame count of its one-slot mailbox) and the arbiter's ``~/state``;
+  pending-frame count of its one-slot mailbox) and the arbiter's ``~/state`` (with the reasons
+  its ``/diagnostics`` gives); as the operator, it requests a release once a second while the
+  arbiter is in MINIMAL_RISK (at start-up, and after any fall-back on stale evidence);
 - samples the resident set size (``VmRSS`` in ``/proc/<pid>/status``) of both node processes.
 
 The report (``robust-monitor bench --soak``, JSON) gives, after a warm-up: RSS growth of each
@@ -155,6 +157,7 @@ class _Probe:
         self.counters: dict[str, int] = {}
         self.pending_max = 0
         self.states: list[tuple[float, str]] = []
+        self.arbiter_reasons: list[tuple[float, str, str]] = []  # from its /diagnostics
         self.node.create_subscription(
             DiagnosticArray,
             f"/{namespace}/robust_monitor/certificate",
@@ -209,6 +212,13 @@ class _Probe:
 
     def _on_diagnostics(self, msg: Any) -> None:
         for status in msg.status:
+            if status.name.startswith(f"/{self.namespace}/robust_monitor_arbiter:"):
+                values = {kv.key: kv.value for kv in status.values}
+                state = values.get("state")
+                with self.lock:
+                    if state and (not self.arbiter_reasons or self.arbiter_reasons[-1][1] != state):
+                        self.arbiter_reasons.append((time.time(), state, values.get("reasons", "")))
+                continue
             if not status.name.startswith(f"/{self.namespace}/robust_monitor:"):
                 continue
             values = {kv.key: kv.value for kv in status.values}
@@ -359,6 +369,7 @@ def run_soak(config: SoakConfig, progress: Callable[[str], None] | None = None) 
             probe.latencies.clear()
             base = dict(probe.counters)
         released = False
+        releases = 0
         next_release = 0.0
         period = 1.0 / config.rate_hz
         t0 = time.time()
@@ -377,10 +388,13 @@ def run_soak(config: SoakConfig, progress: Callable[[str], None] | None = None) 
                     if mib is not None:
                         rss[name].append((elapsed, mib))
                 next_rss += config.rss_period_s
-            if not released and elapsed >= next_release and probe.state == "MINIMAL_RISK":
-                # The arbiter starts stopped until an operator releases it; the soak asks once
-                # a second until it is accepted (after recovery_time_s of healthy evidence).
-                released = probe.request_release()
+            if elapsed >= next_release and probe.state == "MINIMAL_RISK":
+                # The arbiter starts stopped until an operator releases it, and falls back to
+                # MINIMAL_RISK on stale evidence; the soak's operator asks once a second while
+                # it is there (accepted after recovery_time_s of healthy evidence).
+                if probe.request_release():
+                    released = True
+                    releases += 1
                 next_release = elapsed + 1.0
             if elapsed >= next_note:
                 with probe.lock:
@@ -403,6 +417,7 @@ def run_soak(config: SoakConfig, progress: Callable[[str], None] | None = None) 
             pending_max = probe.pending_max
             bad = probe.bad_certificates
             states = list(probe.states)
+            reasons = list(probe.arbiter_reasons)
     values = [ms for t, ms in latencies if t - t0 >= config.warmup_s]
     windows = _windows(latencies, t0, config.warmup_s, config.window_s)
     growth = {name: _growth(samples, config.warmup_s) for name, samples in rss.items()}
@@ -414,6 +429,10 @@ def run_soak(config: SoakConfig, progress: Callable[[str], None] | None = None) 
         "config": asdict(config),
         "nodes_alive_at_end": alive,
         "operator_released": released,
+        "operator_releases": releases,
+        "minimal_risk_entries_after_warmup": sum(
+            1 for t, state in states if state == "MINIMAL_RISK" and t0 + config.warmup_s <= t <= end
+        ),
         "frames": {
             "published": published - startup_frames,
             "published_at_start_up": startup_frames,
@@ -447,6 +466,7 @@ def run_soak(config: SoakConfig, progress: Callable[[str], None] | None = None) 
         },
         "arbiter_states": [[round(t - t0, 2), state] for t, state in states],
         "arbiter_time_in_state_s": _time_in_state(states, t0 + config.warmup_s, end),
+        "arbiter_state_reasons": [[round(t - t0, 2), state, why] for t, state, why in reasons],
         "target": {
             "rss_growth_pct_max": RSS_GROWTH_TARGET_PCT,
             "rss_growth_met": worst <= RSS_GROWTH_TARGET_PCT,
