@@ -38,7 +38,7 @@ from robust_monitor.core.arbiter import (
 from robust_monitor.core.arbiter.policy import EvidenceLevel
 from robust_monitor.core.pipeline import FramePipeline, FrameResult
 from robust_monitor.sim.camera import SimCamera
-from robust_monitor.sim.scenario import Scenario
+from robust_monitor.sim.scenario import OperatorModel, Scenario
 from robust_monitor.sim.vehicle import Vehicle
 
 _DEGRADED_DRIVING = frozenset(
@@ -171,22 +171,12 @@ def simulate(
             asked_since = t if asked_since is None else asked_since
         else:
             asked_since = None
-        if (
-            op.takeover_after_s is not None
-            and asked_since is not None
-            and decision.state is not ArbiterState.MANUAL
-            and t - asked_since >= op.takeover_after_s - 1e-9
-        ):
+        if takeover_due(op, asked_since, decision, t):
             _, after = arbiter.request(t, OperatorRequest.TAKEOVER)
             run.takeovers_s.append(t)
             asked_since = None
             record(after)
-        if (
-            frame is not None
-            and op.release_after_clean_s is not None
-            and run.steps[-1].state in (ArbiterState.MANUAL, ArbiterState.MINIMAL_RISK)
-            and _clean_for(scenario, t) >= op.release_after_clean_s - 1e-9
-        ):
+        if frame is not None and release_due(scenario, run.steps[-1].state, t):
             run.release_requests += 1
             answer, after = arbiter.request(t, OperatorRequest.RELEASE)
             if answer.accepted:
@@ -202,6 +192,30 @@ def simulate(
         run.distance_degraded_m += travelled
     run.wall_s = time.perf_counter() - wall0
     return run
+
+
+def takeover_due(
+    op: OperatorModel, asked_since_s: float | None, decision: Decision, t_s: float
+) -> bool:
+    """The operator model takes over at ``t_s``: a handover asked for continuously since
+    ``asked_since_s`` for at least ``takeover_after_s`` (and not already MANUAL)."""
+    return (
+        op.takeover_after_s is not None
+        and asked_since_s is not None
+        and decision.state is not ArbiterState.MANUAL
+        and t_s - asked_since_s >= op.takeover_after_s - 1e-9
+    )
+
+
+def release_due(scenario: Scenario, state: ArbiterState, t_s: float) -> bool:
+    """The operator model asks for a release at a frame at ``t_s``: MANUAL or MINIMAL_RISK, and
+    no effect active for ``release_after_clean_s``."""
+    op = scenario.operator
+    return (
+        op.release_after_clean_s is not None
+        and state in (ArbiterState.MANUAL, ArbiterState.MINIMAL_RISK)
+        and _clean_for(scenario, t_s) >= op.release_after_clean_s - 1e-9
+    )
 
 
 def _clean_for(scenario: Scenario, t_s: float) -> float:

@@ -20,9 +20,7 @@ from __future__ import annotations
 
 import math
 import os
-import signal
 import subprocess
-import sys
 import threading
 import time
 import uuid
@@ -36,6 +34,7 @@ import numpy as np
 from robust_monitor.core.certify.certificate import ABSTAIN, Certificate
 from robust_monitor.core.certify.stats import clopper_pearson_lower, radius_from_p_lower
 from robust_monitor.core.ood.verdict import OodLevel, OodVerdict
+from robust_monitor.tools.node_process import node_process, ros_args
 
 TARGET_P99_MS = 20.0
 HEALTHY_COUNT = 500
@@ -124,31 +123,17 @@ def _percentile(values: list[float], q: float) -> float:
 
 
 def _arbiter_args(namespace: str, topic: str) -> list[str]:
-    args = ["--ros-args", "-r", f"__ns:=/{namespace}", "-p", f"certificate_topic:={topic}"]
-    for key, value in BENCH_POLICY.items():
-        args += ["-p", f"{key}:={value}"]
-    return args
+    return ros_args(namespace, {"certificate_topic": topic, **BENCH_POLICY})
 
 
 @contextmanager
 def _arbiter_process(namespace: str, topic: str) -> Iterator[subprocess.Popen[bytes]]:
-    command = [sys.executable, "-m", "robust_monitor.ros.arbiter_node"]
-    process = subprocess.Popen(
-        [*command, *_arbiter_args(namespace, topic)],
-        stdout=subprocess.DEVNULL,
+    with node_process(
+        "robust_monitor.ros.arbiter_node",
+        _arbiter_args(namespace, topic),
         stderr=subprocess.DEVNULL,
-        env=dict(os.environ),
-    )
-    try:
+    ) as process:
         yield process
-    finally:
-        if process.poll() is None:
-            process.send_signal(signal.SIGINT)
-            try:
-                process.wait(timeout=10.0)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait()
 
 
 class _Probe:

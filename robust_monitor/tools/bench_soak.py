@@ -29,14 +29,11 @@ from __future__ import annotations
 
 import math
 import os
-import signal
-import subprocess
-import sys
 import threading
 import time
 import uuid
-from collections.abc import Callable, Iterator, Sequence
-from contextlib import ExitStack, contextmanager, suppress
+from collections.abc import Callable, Sequence
+from contextlib import ExitStack, suppress
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -44,6 +41,7 @@ from typing import Any
 import numpy as np
 
 from robust_monitor.core.errors import ConfigError
+from robust_monitor.tools.node_process import exit_report, node_process, ros_args
 
 RSS_GROWTH_TARGET_PCT = 5.0
 START_TIMEOUT_S = 60.0
@@ -90,31 +88,6 @@ def rss_mib(pid: int) -> float | None:
     except (OSError, ValueError, IndexError):
         return None
     return None
-
-
-@contextmanager
-def _node_process(module: str, namespace: str, params: dict[str, Any]) -> Iterator[Any]:
-    command = [sys.executable, "-m", module, "--ros-args", "-r", f"__ns:=/{namespace}"]
-    for key, value in params.items():
-        command += ["-p", f"{key}:={value}"]
-    process = subprocess.Popen(
-        command,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-        env=dict(os.environ),
-        start_new_session=True,
-    )
-    try:
-        yield process
-    finally:
-        if process.poll() is None:
-            process.send_signal(signal.SIGINT)
-            try:
-                process.wait(timeout=10.0)
-            except subprocess.TimeoutExpired:
-                with suppress(ProcessLookupError):
-                    os.killpg(process.pid, signal.SIGKILL)
-                process.wait()
 
 
 def _sample_frames(count: int) -> list[np.ndarray]:
@@ -338,10 +311,12 @@ def run_soak(config: SoakConfig, progress: Callable[[str], None] | None = None) 
     published = 0
     with ExitStack() as stack:
         monitor = stack.enter_context(
-            _node_process("robust_monitor.ros.monitor_node", namespace, monitor_params)
+            node_process("robust_monitor.ros.monitor_node", ros_args(namespace, monitor_params))
         )
         arbiter = stack.enter_context(
-            _node_process("robust_monitor.ros.arbiter_node", namespace, config.arbiter_params)
+            node_process(
+                "robust_monitor.ros.arbiter_node", ros_args(namespace, config.arbiter_params)
+            )
         )
         probe = _Probe(context, namespace)
         stack.callback(rclpy.try_shutdown, context=context)
@@ -352,10 +327,8 @@ def run_soak(config: SoakConfig, progress: Callable[[str], None] | None = None) 
         deadline = time.monotonic() + START_TIMEOUT_S
         while not probe.latencies:
             for process, name in ((monitor, "monitor"), (arbiter, "arbiter")):
-                if process.poll() is not None:
-                    tail = process.stderr.read().decode(errors="replace")[-2000:]
-                    raise ConfigError(f"the {name} node exited at start-up ({process.returncode})"
-                                      f":\n{tail}")  # fmt: skip
+                if (exited := exit_report(process, name)) is not None:
+                    raise ConfigError(f"at start-up, {exited}")
             if time.monotonic() > deadline:
                 raise ConfigError(f"no certificate within {START_TIMEOUT_S:.0f} s of start-up")
             probe.publish(messages[0])

@@ -30,15 +30,12 @@ from __future__ import annotations
 
 import math
 import os
-import signal
-import subprocess
-import sys
 import tempfile
 import threading
 import time
 import uuid
-from collections.abc import Callable, Iterator
-from contextlib import ExitStack, contextmanager, suppress
+from collections.abc import Callable
+from contextlib import ExitStack, suppress
 from pathlib import Path
 from typing import Any
 
@@ -49,9 +46,17 @@ from robust_monitor.core.arbiter import ArbiterPolicy, ArbiterState, Decision
 from robust_monitor.core.errors import ConfigError, RobustMonitorError
 from robust_monitor.core.pipeline import FrameResult
 from robust_monitor.sim.camera import SimCamera
-from robust_monitor.sim.engine import SimFrame, SimRun, SimSample, _clean_for, _times
+from robust_monitor.sim.engine import (
+    SimFrame,
+    SimRun,
+    SimSample,
+    _times,
+    release_due,
+    takeover_due,
+)
 from robust_monitor.sim.scenario import Scenario
 from robust_monitor.sim.vehicle import Vehicle
+from robust_monitor.tools.node_process import exit_report, node_process
 
 PREROLL_HZ = 5.0
 """Frame rate of the pre-roll: fast enough for freshness (stale_after_s 0.5), cheap to certify."""
@@ -65,28 +70,6 @@ PREROLL_FRAME_OFFSET = 1_000_000
 
 class SimRosError(RobustMonitorError):
     """The ROS run could not go on (a node died, a reply never came)."""
-
-
-@contextmanager
-def _node_process(module: str, argv: list[str]) -> Iterator[subprocess.Popen[bytes]]:
-    process = subprocess.Popen(
-        [sys.executable, "-m", module, *argv],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-        env=dict(os.environ),
-        start_new_session=True,
-    )
-    try:
-        yield process
-    finally:
-        if process.poll() is None:
-            process.send_signal(signal.SIGINT)
-            try:
-                process.wait(timeout=10.0)
-            except subprocess.TimeoutExpired:
-                with suppress(ProcessLookupError):
-                    os.killpg(process.pid, signal.SIGKILL)
-                process.wait()
 
 
 def _stamp(msg_stamp: Any) -> float:
@@ -297,8 +280,8 @@ def simulate_ros(
         overrides = _params_file(Path(tmp) / "overrides.yaml", namespace, monitor, arbiter)
         common = ["--ros-args", "-r", f"__ns:=/{namespace}", "--params-file", str(params_file)]
         common += ["--params-file", str(overrides)]
-        monitor_proc = stack.enter_context(_node_process("robust_monitor.ros.monitor_node", common))
-        arbiter_proc = stack.enter_context(_node_process("robust_monitor.ros.arbiter_node", common))
+        monitor_proc = stack.enter_context(node_process("robust_monitor.ros.monitor_node", common))
+        arbiter_proc = stack.enter_context(node_process("robust_monitor.ros.arbiter_node", common))
         rclpy.init(context=context)
         stack.callback(rclpy.try_shutdown, context=context)
         probe = _Probe(context, namespace)
@@ -306,11 +289,8 @@ def simulate_ros(
 
         def alive() -> None:
             for proc, name in ((monitor_proc, "monitor"), (arbiter_proc, "arbiter")):
-                if proc.poll() is not None:
-                    tail = (
-                        proc.stderr.read().decode(errors="replace")[-2000:] if proc.stderr else ""
-                    )
-                    raise SimRosError(f"the {name} node exited ({proc.returncode}):\n{tail}")
+                if (exited := exit_report(proc, name)) is not None:
+                    raise SimRosError(exited)
 
         say(f"sim --ros: starting the nodes in /{namespace} ...")
         deadline = time.monotonic() + 90.0
@@ -431,22 +411,12 @@ def simulate_ros(
                 asked_since = t if asked_since is None else asked_since
             else:
                 asked_since = None
-            if (
-                op.takeover_after_s is not None
-                and asked_since is not None
-                and decision.state is not ArbiterState.MANUAL
-                and t - asked_since >= op.takeover_after_s - 1e-9
-            ):
+            if takeover_due(op, asked_since, decision, t):
                 probe.call("takeover")
                 run.takeovers_s.append(t)
                 asked_since = None
                 record(step(t, None)[0])
-            if (
-                result is not None
-                and op.release_after_clean_s is not None
-                and run.steps[-1].state in (ArbiterState.MANUAL, ArbiterState.MINIMAL_RISK)
-                and _clean_for(scenario, t) >= op.release_after_clean_s - 1e-9
-            ):
+            if result is not None and release_due(scenario, run.steps[-1].state, t):
                 run.release_requests += 1
                 accepted, _ = probe.call("release")
                 if accepted:

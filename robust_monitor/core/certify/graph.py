@@ -178,6 +178,36 @@ def _noisy_nodes(
     return nodes, inits
 
 
+def _check_kinds(noise: str, lattice_step: float | None) -> None:
+    if noise not in NOISE_KINDS:
+        raise ValueError(f"noise must be one of {NOISE_KINDS}, got {noise!r}")
+    check_lattice_step(lattice_step)
+
+
+def _noise_only_model(
+    name: str,
+    shape: tuple[int, int, int],
+    nodes: list[onnx.NodeProto],
+    inits: list[TensorProto],
+    output: onnx.ValueInfoProto,
+) -> onnx.ModelProto:
+    """A checked model with inputs FRAME [C, H, W] and NUM_NOISY and the one ``output``."""
+    graph = helper.make_graph(
+        nodes,
+        name,
+        [
+            helper.make_tensor_value_info(FRAME, TensorProto.FLOAT, list(shape)),
+            helper.make_tensor_value_info(NUM_NOISY, TensorProto.INT64, [1]),
+        ],
+        [output],
+        initializer=inits,
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 10  # onnxruntime 1.31 reads up to 13
+    onnx.checker.check_model(model)
+    return model
+
+
 def build_noisy_inputs_graph(
     shape: tuple[int, int, int],
     sigma: float,
@@ -188,24 +218,10 @@ def build_noisy_inputs_graph(
     """The smoothing graph up to the classifier's input: inputs FRAME [C, H, W] and NUM_NOISY,
     output NOISY [n, C, H, W], the noisy copies exactly as the classifier receives them (for
     inspection and for the floating-point tests)."""
-    if noise not in NOISE_KINDS:
-        raise ValueError(f"noise must be one of {NOISE_KINDS}, got {noise!r}")
-    check_lattice_step(lattice_step)
+    _check_kinds(noise, lattice_step)
     nodes, inits = _noisy_nodes(sigma, seed, noise, lattice_step)
-    graph = helper.make_graph(
-        nodes,
-        "smoothing_noisy_inputs",
-        [
-            helper.make_tensor_value_info(FRAME, TensorProto.FLOAT, list(shape)),
-            helper.make_tensor_value_info(NUM_NOISY, TensorProto.INT64, [1]),
-        ],
-        [helper.make_tensor_value_info(NOISY, TensorProto.FLOAT, ["n", *shape])],
-        initializer=inits,
-    )
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
-    model.ir_version = 10  # onnxruntime 1.31 reads up to 13
-    onnx.checker.check_model(model)
-    return model
+    output = helper.make_tensor_value_info(NOISY, TensorProto.FLOAT, ["n", *shape])
+    return _noise_only_model("smoothing_noisy_inputs", shape, nodes, inits, output)
 
 
 def build_noise_graph(
@@ -217,25 +233,11 @@ def build_noise_graph(
 ) -> onnx.ModelProto:
     """The smoothing graph's noise generation alone, for benchmarks: inputs FRAME [C, H, W] and
     NUM_NOISY, output NOISE_SUM (a scalar, so the noise is made but only 4 bytes leave)."""
-    if noise not in NOISE_KINDS:
-        raise ValueError(f"noise must be one of {NOISE_KINDS}, got {noise!r}")
-    check_lattice_step(lattice_step)
+    _check_kinds(noise, lattice_step)
     nodes, inits = _noise_nodes(sigma, seed, noise, lattice_step)
     nodes.append(helper.make_node("ReduceSum", ["noise"], [NOISE_SUM], keepdims=0))
-    graph = helper.make_graph(
-        nodes,
-        "smoothing_noise",
-        [
-            helper.make_tensor_value_info(FRAME, TensorProto.FLOAT, list(shape)),
-            helper.make_tensor_value_info(NUM_NOISY, TensorProto.INT64, [1]),
-        ],
-        [helper.make_tensor_value_info(NOISE_SUM, TensorProto.FLOAT, [])],
-        initializer=inits,
-    )
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
-    model.ir_version = 10  # onnxruntime 1.31 reads up to 13
-    onnx.checker.check_model(model)
-    return model
+    output = helper.make_tensor_value_info(NOISE_SUM, TensorProto.FLOAT, [])
+    return _noise_only_model("smoothing_noise", shape, nodes, inits, output)
 
 
 def build_smoothing_graph(
@@ -255,9 +257,7 @@ def build_smoothing_graph(
     outputs COUNTS int64 [K], CLEAN_LOGITS float32 [num_clean, K] and, when the model has a
     feature output, CLEAN_FEATURES [num_clean, D].
     """
-    if noise not in NOISE_KINDS:
-        raise ValueError(f"noise must be one of {NOISE_KINDS}, got {noise!r}")
-    check_lattice_step(lattice_step)
+    _check_kinds(noise, lattice_step)
     opset = next((o.version for o in base.opset_import if o.domain in ("", "ai.onnx")), 0)
     if opset < _MIN_OPSET:
         try:

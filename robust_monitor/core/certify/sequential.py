@@ -60,11 +60,14 @@ if TYPE_CHECKING:  # the engine (and onnxruntime) only when a caller has one
 Decision = Literal["certified", "unreachable", "budget", "max_n"]
 DECISIONS: tuple[Decision, ...] = ("certified", "unreachable", "budget", "max_n")
 
-PRIOR_A = 0.5
+PRIOR_A = 4.0
 PRIOR_B = 0.5
-"""Beta(1/2, 1/2) (Jeffreys) mixing prior: symmetric, and within a few percent of Beta(1, 1) and of
-priors leaning towards 1 over p_A in 0.6 to 0.99; priors leaning towards 1 are tighter only when
-nearly every vote agrees."""
+"""Beta(4, 1/2) mixing prior (mean 0.89): the mixture is tightest where its prior mass is, and
+the question asked is whether ``p_A`` clears ``Phi(r_required / sigma)``, 0.73-0.89 for the
+shipped models and policy, so the mass sits near 1. At alpha = 0.001 and a required 0.886 it
+certifies unanimous votes after 70 samples (Jeffreys' Beta(1/2, 1/2): 81) and 95% agreement
+after 365 (405), and shows 80% agreement unreachable after 315 (330); it is slower only to rule
+out p_A near 1/2 (25 samples against 20). Any fixed prior gives a valid confidence sequence."""
 
 FIRST_LOOK = 32
 GROWTH = 1.25
