@@ -45,9 +45,12 @@ FAST_PARAMS = """\
 /**/robust_monitor_arbiter:
   ros__parameters:
     recovery_time_s: 0.2
+    ood_warn_as: ignore
 """
 """Small n for CI (n = 64 still certifies up to r = 0.318 > 0.30 at alpha 0.001); a short
-recovery so that a 12-frame recording gets released and drives."""
+recovery so that a 12-frame recording gets released and drives. The second recording starts in
+the last half second of the tunnel, whose frames raise the camera's dim WARN; ignoring WARNs
+lets that recording be released before the blocked lens (an ERROR) asks for the handover."""
 FRAMES = 12
 OFFSETS_S = (0.0, 45.5, 27.0)
 """Clear road; the blocked lens comes at 46.0 s (a handover request); before the glare."""
