@@ -22,8 +22,11 @@ finalizes (checked with four SIGINTs or SIGTERMs within 160 ms: exit 0, no trace
 
 from __future__ import annotations
 
+import contextlib
 import signal
+import threading
 from collections.abc import Callable, Sequence
+from typing import Any
 
 import rclpy
 from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
@@ -72,3 +75,27 @@ def run_nodes(make_nodes: Callable[[], Sequence[Node]], args: list[str] | None =
 def _install(handler: _StopRequests) -> None:
     for signum in STOP_SIGNALS:
         signal.signal(signum, handler)
+
+
+class BackgroundSpin:
+    """Spin one node on a SingleThreadedExecutor in a daemon thread (the tools' probe nodes).
+
+    ``close`` stops the executor, joins the thread and only then destroys the node: destroying a
+    node whose handles another thread is waiting on can crash the interpreter.
+    """
+
+    def __init__(self, node: Node, context: Any) -> None:
+        self.node = node
+        self.executor = SingleThreadedExecutor(context=context)
+        self.executor.add_node(node)
+        self._thread = threading.Thread(target=self._spin, daemon=True)
+        self._thread.start()
+
+    def _spin(self) -> None:
+        with contextlib.suppress(Exception):  # the context may be shut down under the executor
+            self.executor.spin()
+
+    def close(self) -> None:
+        self.executor.shutdown(timeout_sec=2.0)
+        self._thread.join(timeout=5.0)
+        self.node.destroy_node()

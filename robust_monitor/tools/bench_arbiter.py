@@ -25,7 +25,7 @@ import threading
 import time
 import uuid
 from collections.abc import Iterator
-from contextlib import contextmanager, suppress
+from contextlib import contextmanager
 from types import MappingProxyType
 from typing import Any
 
@@ -141,12 +141,12 @@ class _Probe:
 
     def __init__(self, context: Any, namespace: str, topic: str) -> None:
         from diagnostic_msgs.msg import DiagnosticArray
-        from rclpy.executors import SingleThreadedExecutor
         from rclpy.node import Node
         from std_msgs.msg import Float64
         from std_srvs.srv import Trigger
 
         from robust_monitor.ros.qos import evidence_qos
+        from robust_monitor.ros.spin import BackgroundSpin
 
         self.node = Node("arbiter_bench_probe", namespace=f"/{namespace}", context=context)
         self.publisher = self.node.create_publisher(DiagnosticArray, topic, evidence_qos())
@@ -162,15 +162,8 @@ class _Probe:
             Trigger, f"/{namespace}/robust_monitor_arbiter/operator_release"
         )
         self._trigger = Trigger.Request
-        self.executor = SingleThreadedExecutor(context=context)
-        self.executor.add_node(self.node)
-        self._thread = threading.Thread(target=self._spin, daemon=True)
-        self._thread.start()
+        self._spinner = BackgroundSpin(self.node, context)
         self._last_stamp = 0.0
-
-    def _spin(self) -> None:
-        with suppress(Exception):  # the context is shut down under the executor at the end
-            self.executor.spin()
 
     def _on_limit(self, msg: Any) -> None:
         received = time.perf_counter()
@@ -229,8 +222,7 @@ class _Probe:
         return bool(response.success), str(response.message)
 
     def close(self) -> None:
-        self.executor.shutdown(timeout_sec=2.0)
-        self.node.destroy_node()
+        self._spinner.close()
 
 
 def _reach_nominal(probe: _Probe, nominal: float) -> str:
@@ -340,29 +332,19 @@ def _arbiter(namespace: str, topic: str, in_process: bool) -> Iterator[str]:
         return
     import rclpy
     from rclpy.context import Context
-    from rclpy.executors import SingleThreadedExecutor
     from rclpy.parameter import Parameter
 
     from robust_monitor.ros.arbiter_node import ArbiterNode
+    from robust_monitor.ros.spin import BackgroundSpin
 
     context = Context()
     rclpy.init(context=context)
     overrides: list[Parameter[Any]] = [Parameter("certificate_topic", value=topic)]
     overrides += [Parameter(k, value=v) for k, v in BENCH_POLICY.items()]
     node = ArbiterNode(context=context, namespace=f"/{namespace}", parameter_overrides=overrides)
-    executor = SingleThreadedExecutor(context=context)
-    executor.add_node(node)
-
-    def spin() -> None:
-        with suppress(Exception):
-            executor.spin()
-
-    thread = threading.Thread(target=spin, daemon=True)
-    thread.start()
+    spinner = BackgroundSpin(node, context)
     try:
         yield "in process (own context, SingleThreadedExecutor)"
     finally:
-        executor.shutdown(timeout_sec=2.0)
-        node.destroy_node()
+        spinner.close()
         rclpy.try_shutdown(context=context)
-        thread.join(5.0)

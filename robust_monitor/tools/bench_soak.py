@@ -110,13 +110,13 @@ class _Probe:
 
     def __init__(self, context: Any, namespace: str) -> None:
         from diagnostic_msgs.msg import DiagnosticArray
-        from rclpy.executors import SingleThreadedExecutor
         from rclpy.node import Node
         from sensor_msgs.msg import Image
         from std_msgs.msg import String
         from std_srvs.srv import Trigger
 
         from robust_monitor.ros.qos import camera_qos, evidence_qos, latched_qos
+        from robust_monitor.ros.spin import BackgroundSpin
 
         self._image_cls = Image
         self.namespace = namespace
@@ -147,10 +147,7 @@ class _Probe:
             Trigger, f"/{namespace}/robust_monitor_arbiter/operator_release"
         )
         self._trigger = Trigger.Request
-        self.executor = SingleThreadedExecutor(context=context)
-        self.executor.add_node(self.node)
-        self._thread = threading.Thread(target=self._spin, daemon=True)
-        self._thread.start()
+        self._spinner = BackgroundSpin(self.node, context)
 
     def request_release(self) -> bool:
         """Ask the arbiter for autonomy (the operator's release); True if it was accepted."""
@@ -167,10 +164,6 @@ class _Probe:
     def state(self) -> str | None:
         with self.lock:
             return self.states[-1][1] if self.states else None
-
-    def _spin(self) -> None:
-        with suppress(Exception):  # the context is shut down under the executor at the end
-            self.executor.spin()
 
     def _on_certificate(self, msg: Any) -> None:
         from robust_monitor.ros.contract import diagnostics_to_evidence
@@ -222,9 +215,7 @@ class _Probe:
         self.publisher.publish(msg)
 
     def close(self) -> None:
-        self.executor.shutdown(timeout_sec=2.0)
-        self._thread.join(timeout=5.0)
-        self.node.destroy_node()
+        self._spinner.close()
 
 
 # --- figures -------------------------------------------------------------------------------------

@@ -35,7 +35,7 @@ import threading
 import time
 import uuid
 from collections.abc import Callable
-from contextlib import ExitStack, suppress
+from contextlib import ExitStack
 from pathlib import Path
 from typing import Any
 
@@ -86,7 +86,6 @@ class _Probe:
 
     def __init__(self, context: Any, namespace: str) -> None:
         from diagnostic_msgs.msg import DiagnosticArray
-        from rclpy.executors import SingleThreadedExecutor
         from rclpy.node import Node
         from rclpy.qos import QoSProfile, ReliabilityPolicy
         from rosgraph_msgs.msg import Clock
@@ -95,6 +94,7 @@ class _Probe:
         from std_srvs.srv import Trigger
 
         from robust_monitor.ros.qos import camera_qos, evidence_qos, latched_qos
+        from robust_monitor.ros.spin import BackgroundSpin
 
         self.ns = namespace
         self._clock_cls, self._image_cls, self._trigger = Clock, Image, Trigger.Request
@@ -128,14 +128,7 @@ class _Probe:
             )
             for name in ("takeover", "release")
         }
-        self.executor = SingleThreadedExecutor(context=context)
-        self.executor.add_node(self.node)
-        self._thread = threading.Thread(target=self._spin, daemon=True)
-        self._thread.start()
-
-    def _spin(self) -> None:
-        with suppress(Exception):  # the context is shut down under the executor at the end
-            self.executor.spin()
+        self._spinner = BackgroundSpin(self.node, context)
 
     def _on_certificate(self, msg: Any) -> None:
         ns = int(msg.header.stamp.sec) * 10**9 + int(msg.header.stamp.nanosec)
@@ -200,9 +193,7 @@ class _Probe:
         return bool(response.success), str(response.message)
 
     def close(self) -> None:
-        self.executor.shutdown(timeout_sec=2.0)
-        self._thread.join(timeout=5.0)
-        self.node.destroy_node()
+        self._spinner.close()
 
 
 def _decision(t_s: float, values: dict[str, str]) -> Decision:
