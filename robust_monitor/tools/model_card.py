@@ -88,6 +88,9 @@ def run(args: argparse.Namespace) -> int:
         raise ConfigError("--images and --chunk must be >= 1")
     spec = load_model_spec(args.model)
     out = args.out or args.model.parent
+    if out.exists() and not out.is_dir():
+        raise ConfigError(f"--out {out} exists and is not a folder")
+    out.mkdir(parents=True, exist_ok=True)  # before the measurement, not after it
     stem = args.model.stem
     work = args.work / stem
     work.mkdir(parents=True, exist_ok=True)
