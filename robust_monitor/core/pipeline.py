@@ -108,6 +108,8 @@ class CertifyConfig:
     """Certification time budget per frame, milliseconds (selection included); None: none."""
     max_n: int = DEFAULT_MAX_N
     """Most estimation samples per frame."""
+    intra_op_threads: int = 0
+    """onnxruntime intra-op threads of the engine; 0: onnxruntime's default (every core)."""
 
     def __post_init__(self) -> None:
         if self.n0 < 1 or self.n < 1 or self.batch_size < 1:
@@ -134,6 +136,9 @@ class CertifyConfig:
             raise ConfigError(f"max_n must be an integer >= 1, got {self.max_n!r}")
         if self.max_n < 1:
             raise ConfigError(f"max_n must be an integer >= 1, got {self.max_n!r}")
+        threads = self.intra_op_threads
+        if isinstance(threads, bool) or not isinstance(threads, numbers.Integral) or threads < 0:
+            raise ConfigError(f"intra_op_threads must be an integer >= 0, got {threads!r}")
 
     @property
     def sequential(self) -> bool:
@@ -242,6 +247,7 @@ class FramePipeline:
             batch_size=self.config.batch_size,
             providers=self.config.providers,
             seed=self.config.seed,
+            intra_op_threads=self.config.intra_op_threads,
         )
         self.sequential: SequentialConfig | None = None
         """Sequential mode's settings, ``r_required`` resolved; None in fixed mode."""

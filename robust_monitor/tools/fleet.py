@@ -25,9 +25,9 @@ Where the work runs:
   ``ray.wait`` as tasks finish. The recordings and ``--out`` must be on storage every node sees.
 
 Each worker runs onnxruntime with ``--threads`` intra-op threads (default ``cores // workers``,
-at least 1) so that workers x threads is about the number of cores. ``FramePipeline`` has no
-thread knob, so the worker gives it an engine with ``intra_op_threads`` set (see
-``configure_worker``) and sets ``OMP_NUM_THREADS`` and OpenCV's thread count.
+at least 1) so that workers x threads is about the number of cores (``replay(threads=...)``,
+``CertifyConfig.intra_op_threads``); ``configure_worker`` sets ``OMP_NUM_THREADS`` and
+OpenCV's thread count to the same share.
 
 Results are keyed by the recording's sha256 (every file of the bag, and the ``episodes.yaml``
 beside it) and the configuration's sha256 (the resolved monitor and arbiter configuration, the
@@ -101,7 +101,8 @@ class FleetOptions:
 
     params_file: Path | None = None
     overrides: Mapping[str, Any] = field(default_factory=dict)
-    """Monitor parameters over the file (``n0``, ``n``, ``model_path``), as ``replay``'s."""
+    """Monitor parameters over the file (``n0``, ``n``, ``model_path``, the sequential ones), as
+    ``replay``'s (``replay.config_overrides``)."""
     seed: int | None = None
     """Base seed; each recording's seed derives from it and the recording's sha256."""
     operator: str = "auto-release"
@@ -417,11 +418,9 @@ _configured_threads: int | None = None
 
 
 def configure_worker(threads: int) -> None:
-    """Limit a worker process to ``threads`` compute threads (pool initializer; Ray per task).
-
-    ``FramePipeline`` builds its ``SmoothingEngine`` without an ``intra_op_threads`` argument
-    (onnxruntime then takes every core), so each worker process gives the pipeline module an
-    engine class with that default set. Only worker processes are changed.
+    """Limit a worker process's other compute libraries to ``threads`` threads (pool
+    initializer; Ray per task): OpenMP/BLAS and OpenCV. onnxruntime's share goes to
+    ``replay(threads=...)``. Only worker processes are changed.
     """
     global _configured_threads
     if _configured_threads == threads:
@@ -430,19 +429,7 @@ def configure_worker(threads: int) -> None:
         os.environ[var] = str(threads)
     import cv2
 
-    from robust_monitor.core import pipeline
-    from robust_monitor.core.certify.engine import SmoothingEngine
-
     cv2.setNumThreads(threads)
-
-    class ThreadLimitedEngine(SmoothingEngine):
-        """``SmoothingEngine`` with ``intra_op_threads`` defaulting to the worker's share."""
-
-        def __init__(self, *args: Any, **kwargs: Any) -> None:
-            kwargs.setdefault("intra_op_threads", threads)
-            super().__init__(*args, **kwargs)
-
-    setattr(pipeline, "SmoothingEngine", ThreadLimitedEngine)  # noqa: B010
     _configured_threads = threads
 
 
@@ -500,6 +487,7 @@ def run_task(task: ReplayTask, bundle: ModelBundle | None = None) -> dict[str, A
             every=task.every,
             progress=None,
             video=task.video,
+            threads=task.threads,
         )
     except Exception as exc:
         return {
@@ -1050,7 +1038,7 @@ def comparable(summary: Mapping[str, Any]) -> dict[str, Any]:
 
 # --- the command ----------------------------------------------------------------------------------
 def add_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
-    from robust_monitor.tools.replay import OperatorMode
+    from robust_monitor.tools.replay import add_config_args
 
     parser = sub.add_parser(
         "fleet-replay",
@@ -1080,25 +1068,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-ar
     parser.add_argument(
         "--retries", type=int, default=1, help="retries of a failed recording (default 1)"
     )
-    parser.add_argument("--topic", default=None, help="camera topic (default: the only one)")
-    parser.add_argument(
-        "--params-file",
-        type=Path,
-        default=None,
-        help="ROS 2 parameter file (default: the package's config/robust_monitor.yaml)",
-    )
-    parser.add_argument(
-        "--operator",
-        choices=[m.value for m in OperatorMode],
-        default=OperatorMode.AUTO_RELEASE.value,
-        help="the replay operator (see robust-monitor replay --help)",
-    )
-    parser.add_argument(
-        "--every", type=int, default=1, help="certify every k-th frame (camera checks see all)"
-    )
-    parser.add_argument("--n0", type=int, default=None, help="override the file's n0")
-    parser.add_argument("--n", type=int, default=None, help="override the file's n")
-    parser.add_argument("--model", default=None, help="override the file's model_path")
+    add_config_args(parser)  # replay's: topic, params file, operator, every, n0/n/model, mode
     parser.add_argument(
         "--seed",
         type=int,
@@ -1118,15 +1088,11 @@ def run(args: argparse.Namespace) -> int:
     paths = list(args.bags)
     if args.list is not None:
         paths += read_list(args.list)
-    overrides: dict[str, Any] = {}
-    for key in ("n0", "n"):
-        if getattr(args, key) is not None:
-            overrides[key] = getattr(args, key)
-    if args.model is not None:
-        overrides["model_path"] = str(args.model)
+    from robust_monitor.tools.replay import config_overrides
+
     options = FleetOptions(
         params_file=args.params_file,
-        overrides=overrides,
+        overrides=config_overrides(args),
         seed=args.seed,
         operator=args.operator,
         every=args.every,

@@ -936,14 +936,21 @@ def replay(
     rate: float | None = None,
     progress: TextIO | None = None,
     video: bool = True,
+    threads: int = 0,
 ) -> tuple[Path, dict[str, Any]]:
     """Replay ``bag`` and write the report folder; returns (folder, summary).
+
+    ``threads``: onnxruntime intra-op threads of the certification (0: every core), so that
+    parallel replays (``fleet-replay``) share the machine; it does not change any result.
 
     The folder appears complete or not at all: it is built beside ``out`` and renamed at the end.
     """
     bag_path = Path(bag)
     info = recording_info(bag_path, topic)
     config = load_config(params_file, overrides=overrides, seed=seed)
+    if threads:
+        certify = dataclasses.replace(config.certify, intra_op_threads=threads)
+        config = dataclasses.replace(config, certify=certify)
     out_dir = Path(out) if out is not None else default_out_dir(bag_path)
     episodes_path, episodes = find_episodes(bag_path)
     engine = ReplayEngine(config, operator=operator, every=every, rate=rate, progress=progress)
@@ -1006,13 +1013,6 @@ def add_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-ar
         description=__doc__.split("\n\n", 2)[0] if __doc__ else None,
     )
     parser.add_argument("bag", type=Path, help="rosbag2 folder (sqlite3 or mcap) or ROS 1 .bag")
-    parser.add_argument("--topic", default=None, help="camera topic (default: the only one)")
-    parser.add_argument(
-        "--params-file",
-        type=Path,
-        default=None,
-        help="ROS 2 parameter file (default: the package's config/robust_monitor.yaml)",
-    )
     parser.add_argument(
         "--out", type=Path, default=None, help="report folder (default: runs/replay_<name>)"
     )
@@ -1021,6 +1021,26 @@ def add_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-ar
         type=float,
         default=None,
         help="pace at R times the recording's speed (1 = as recorded); default: flat out",
+    )
+    add_config_args(parser)
+    parser.add_argument(
+        "--seed", type=int, default=None, help="fixed noise seed (tests only; default: OS entropy)"
+    )
+    parser.add_argument("--no-video", action="store_true", help="skip annotated.mp4")
+    parser.add_argument("--quiet", action="store_true", help="no progress bar")
+    parser.set_defaults(run=run)
+
+
+def add_config_args(parser: argparse.ArgumentParser) -> None:
+    """The options that choose what a replay runs (``replay`` and ``fleet-replay``): topic,
+    parameter file, operator, ``--every``, the ``n0``/``n``/model overrides and the sequential
+    flags; ``config_overrides`` turns them into monitor parameters."""
+    parser.add_argument("--topic", default=None, help="camera topic (default: the only one)")
+    parser.add_argument(
+        "--params-file",
+        type=Path,
+        default=None,
+        help="ROS 2 parameter file (default: the package's config/robust_monitor.yaml)",
     )
     parser.add_argument(
         "--operator",
@@ -1036,15 +1056,10 @@ def add_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-ar
     parser.add_argument("--n", type=int, default=None, help="override the file's n")
     parser.add_argument("--model", default=None, help="override the file's model_path")
     add_sequential_args(parser, overrides=True)
-    parser.add_argument(
-        "--seed", type=int, default=None, help="fixed noise seed (tests only; default: OS entropy)"
-    )
-    parser.add_argument("--no-video", action="store_true", help="skip annotated.mp4")
-    parser.add_argument("--quiet", action="store_true", help="no progress bar")
-    parser.set_defaults(run=run)
 
 
-def run(args: argparse.Namespace) -> int:
+def config_overrides(args: argparse.Namespace) -> dict[str, Any]:
+    """The monitor parameters ``add_config_args``' options set over the parameter file."""
     overrides: dict[str, Any] = {}
     for key in ("n0", "n"):
         if getattr(args, key) is not None:
@@ -1052,12 +1067,16 @@ def run(args: argparse.Namespace) -> int:
     if args.model is not None:
         overrides["model_path"] = str(args.model)
     overrides.update(sequential_overrides(args))
+    return overrides
+
+
+def run(args: argparse.Namespace) -> int:
     out_dir, summary = replay(
         args.bag,
         args.out,
         topic=args.topic,
         params_file=args.params_file,
-        overrides=overrides,
+        overrides=config_overrides(args),
         seed=args.seed,
         operator=OperatorMode(args.operator),
         every=args.every,
