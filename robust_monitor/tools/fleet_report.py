@@ -37,6 +37,8 @@ from typing import Any
 
 import numpy as np
 
+from robust_monitor.tools.report import jsonable
+
 FLEET_FORMAT = "robust_monitor.fleet/1"
 SUMMARY_FILE = "fleet_summary.json"
 REPORT_FILE = "fleet_report.md"
@@ -347,20 +349,6 @@ def build_fleet_summary(
     }
 
 
-def _jsonable(value: Any) -> Any:
-    if isinstance(value, float):
-        return value if math.isfinite(value) else None
-    if isinstance(value, Mapping):
-        return {str(k): _jsonable(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_jsonable(v) for v in value]
-    if isinstance(value, np.generic):
-        return _jsonable(value.item())
-    if isinstance(value, Path):
-        return str(value)
-    return value
-
-
 def _write_text_atomic(path: Path, text: str) -> None:
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     tmp.write_text(text, encoding="utf-8")
@@ -369,7 +357,7 @@ def _write_text_atomic(path: Path, text: str) -> None:
 
 def write_fleet_report(out: Path, **kwargs: Any) -> dict[str, Any]:
     """Build the fleet summary (``build_fleet_summary``'s arguments) and write every file."""
-    summary = _jsonable(build_fleet_summary(out, **kwargs))
+    summary = jsonable(build_fleet_summary(out, **kwargs))
     write_plots(out, summary)
     _write_text_atomic(out / REPORT_FILE, format_markdown(summary))
     text = json.dumps(summary, indent=2, allow_nan=False)

@@ -293,19 +293,22 @@ def write_timeline(path: Path, records: Sequence[FrameRecord]) -> None:
 
 def write_summary(path: Path, summary: Mapping[str, Any]) -> None:
     """``summary.json``: strict JSON (NaN and infinities become null)."""
-    text = json.dumps(_jsonable(summary), indent=2, allow_nan=False)
+    text = json.dumps(jsonable(summary), indent=2, allow_nan=False)
     path.write_text(text + "\n", encoding="utf-8")
 
 
-def _jsonable(value: Any) -> Any:
+def jsonable(value: Any) -> Any:
+    """``value`` as plain JSON: non-finite floats become None, numpy scalars and paths plain."""
     if isinstance(value, float):
         return value if math.isfinite(value) else None
     if isinstance(value, Mapping):
-        return {str(k): _jsonable(v) for k, v in value.items()}
+        return {str(k): jsonable(v) for k, v in value.items()}
     if isinstance(value, (list, tuple)):
-        return [_jsonable(v) for v in value]
+        return [jsonable(v) for v in value]
     if isinstance(value, np.generic):
-        return _jsonable(value.item())
+        return jsonable(value.item())
+    if isinstance(value, Path):
+        return str(value)
     return value
 
 
