@@ -65,6 +65,14 @@ def test_sequential_bench_compares_both_modes_on_the_sample_drive() -> None:
         assert all(agreement[str(n)] < 0.99 for n in FIXED_NS if n < matched)
         ratio = (report["n0"] + matched) / report["sequential"]["samples_per_frame"]["mean"]
         assert report["ratio_fixed_over_sequential_samples"] == pytest.approx(ratio, abs=0.01)
+    # The sequential mode selects with the clean prediction (no samples) by default; the fixed
+    # decisions are also taken that way, so the two savings can be told apart.
+    assert (report["n0"], report["seq_n0"]) == (64, 0)
+    same = report["fixed_same_selection"]
+    assert set(same["agreement_with_sequential"]) == {str(n) for n in FIXED_NS}
+    if same["matched_n"] is not None:
+        ratio = same["matched_n"] / report["sequential"]["samples_per_frame"]["mean"]
+        assert report["ratio_same_selection"] == pytest.approx(ratio, abs=0.01)
     seq = report["sequential"]
     assert sum(seq["decisions"].values()) == 3
     assert 0.0 <= seq["certified_fraction"] <= 1.0

@@ -65,7 +65,7 @@ def test_bad_frames(engine: SmoothingEngine, frame: np.ndarray, message: str) ->
     ("kwargs", "message"),
     [
         ({"n": 0}, "n must be"),
-        ({"n0": 0}, "n0 must be"),
+        ({"n0": -1}, "n0 must be"),
         ({"alpha": 0.0}, "alpha"),
         ({"alpha": 1.5}, "alpha"),
         ({"batch_size": 0}, "batch size"),

@@ -29,8 +29,13 @@ from robust_monitor.core.certify.sequential import (
     mixture_bounds_array,
     required_p,
 )
-from robust_monitor.core.certify.stats import clopper_pearson_lower, radius_from_p_lower
-from robust_monitor.core.errors import ConfigError
+from robust_monitor.core.certify.stats import (
+    certify_from_counts,
+    clopper_pearson_lower,
+    radius_from_p_lower,
+    select_clean,
+)
+from robust_monitor.core.errors import ConfigError, ModelError
 from robust_monitor.tools.reference_models import linear_truth
 
 SIGMA = 0.25
@@ -169,8 +174,8 @@ def test_confidence_sequence_covers_at_every_look_at_the_stated_rate(p: float) -
         ({"r_required": 0.1, "alpha": 0.0}, r"alpha must be in \(0, 1\)"),
         ({"r_required": 0.1, "alpha": 1.0}, r"alpha must be in \(0, 1\)"),
         ({"r_required": 0.1, "alpha": "0.1"}, r"alpha must be a number in \(0, 1\)"),
-        ({"r_required": 0.1, "n0": 0}, "n0 .* integer >= 1"),
-        ({"r_required": 0.1, "n0": 2.5}, "n0 .* integer >= 1"),
+        ({"r_required": 0.1, "n0": -1}, "n0 .* integer >= 0"),
+        ({"r_required": 0.1, "n0": 2.5}, "n0 .* integer >= 0"),
         ({"r_required": 0.1, "batch_size": 0}, "batch_size must be None"),
         ({"r_required": 0.1, "batch_size": True}, "batch_size must be None"),
         ({"r_required": 0.1, "max_n": 0}, "max_n .* integer >= 1"),
@@ -203,13 +208,15 @@ def _trial_frames(linear_setup, fraction: float, trials: int):
         yield x, label, distance
 
 
+@pytest.mark.parametrize("n0", [N0, 0], ids=["votes-select", "clean-selects"])
 def test_sequential_certificates_are_sound_below_at_and_above_the_threshold(
-    engine, linear_setup
+    engine, linear_setup, n0: int
 ) -> None:
     """1,000 frames: unsound certificates (radius > true radius, or the wrong class) at most
-    alpha of the time; below the threshold, 'certified' at most alpha of the time."""
-    fixed = SequentialConfig(R_REQUIRED, None, LOOSE_ALPHA, N0, LOOK_SIZE, LOOKS * LOOK_SIZE)
-    adaptive = SequentialConfig(R_REQUIRED, None, LOOSE_ALPHA, N0, None, LOOKS * LOOK_SIZE)
+    alpha of the time; below the threshold, 'certified' at most alpha of the time. Both with
+    Cohen's selection samples and with the clean prediction selecting (n0 = 0)."""
+    fixed = SequentialConfig(R_REQUIRED, None, LOOSE_ALPHA, n0, LOOK_SIZE, LOOKS * LOOK_SIZE)
+    adaptive = SequentialConfig(R_REQUIRED, None, LOOSE_ALPHA, n0, None, LOOKS * LOOK_SIZE)
     groups = [(BELOW, 500, fixed), (1.0, 250, adaptive), (ABOVE, 250, adaptive)]
     total = unsound = certified_below = non_abstained = 0
     for fraction, trials, config in groups:
@@ -342,6 +349,47 @@ def test_clean_outputs_match_the_fixed_mode(engine, linear_setup) -> None:
     assert result.clean_features is None and fixed.clean_features is None
     assert result.certificate.label == fixed.certificate.label == 1
     assert result.certificate.provider == engine.provider and result.certificate.sigma == SIGMA
+
+
+def test_with_n0_zero_the_clean_prediction_selects_and_no_selection_samples_are_drawn(
+    engine, linear_setup
+) -> None:
+    config = SequentialConfig(r_required=R_REQUIRED, alpha=0.001, n0=0)
+    far = min(linear_setup.max_t, 1.2)  # p_A >= Phi(4.8): unanimous votes
+    for t, expected in ((far, 1), (-far, 0)):
+        result = certify_sequential(engine, linear_setup.frame(t), config)
+        cert = result.certificate
+        assert int(np.argmax(result.clean_logits)) == expected
+        assert result.decision == "certified" and cert.label == expected and cert.n0 == 0
+        # One look, sized for unanimous votes: the clean pass rode along with it.
+        p_required = required_p(R_REQUIRED + engine.radius_margin, SIGMA)
+        assert result.looks == 1
+        assert cert.n == max(FIRST_LOOK, min_unanimous_n(0.001, p_required, config.max_n))
+
+
+def test_with_n0_zero_even_a_spent_budget_draws_one_look_for_the_clean_outputs(
+    engine, linear_setup
+) -> None:
+    """The clean pass comes with the first look, so it runs whatever the clock says: the OOD
+    scores always get their logits, and the certificate is still a valid one."""
+    config = SequentialConfig(R_REQUIRED, budget_ms=1e-6, n0=0)
+    result = certify_sequential(engine, linear_setup.frame(0.4), config)
+    assert result.looks == 1 and result.certificate.n >= 1
+    assert result.clean_logits.shape == (2,) and np.all(np.isfinite(result.clean_logits))
+    assert result.decision in ("budget", "certified", "unreachable")
+
+
+def test_a_wrong_clean_guess_abstains_instead_of_certifying(engine, linear_setup) -> None:
+    """The guess only names the class whose votes are counted: votes of the frame at +t
+    counted for the class the frame at -t's clean pass selects (the wrong one) abstain."""
+    assert engine.certify(linear_setup.frame(0.5), n0=0, n=500).certificate.label == 1
+    assert engine.certify(linear_setup.frame(-0.5), n0=0, n=500).certificate.label == 0
+    wrong = select_clean(engine.certify(linear_setup.frame(-0.5), n0=0, n=1).clean_logits, 2)
+    votes = engine.sample(linear_setup.frame(0.5), 500, with_clean=False).counts
+    outcome = certify_from_counts(wrong, votes, 0.001, SIGMA)
+    assert wrong.tolist() == [1, 0] and outcome.abstained and outcome.label == -1
+    with pytest.raises(ModelError, match="3 values for 2 classes"):
+        select_clean(np.zeros(3, np.float32), 2)
 
 
 @pytest.mark.parametrize("alpha", [0.001, 0.05])

@@ -10,6 +10,7 @@ probability at most alpha per frame.
 from __future__ import annotations
 
 import numpy as np
+import pytest
 from scipy.stats import binomtest, norm
 
 from robust_monitor.core.certify.engine import SmoothingEngine
@@ -18,7 +19,11 @@ from robust_monitor.tools.reference_models import linear_truth
 SIGMA = 0.25
 
 
-def test_certified_radius_exceeds_the_true_radius_at_most_alpha_of_the_time(linear_setup) -> None:
+@pytest.mark.parametrize("n0", [100, 0], ids=["votes-select", "clean-selects"])
+def test_certified_radius_exceeds_the_true_radius_at_most_alpha_of_the_time(
+    linear_setup, n0: int
+) -> None:
+    """Cohen's CERTIFY, and the variant whose class is the clean prediction (n0 = 0)."""
     alpha, trials = 0.01, 600
     engine = SmoothingEngine(linear_setup.path, SIGMA, batch_size=5000, seed=11)
     rng = np.random.default_rng(5)
@@ -26,7 +31,8 @@ def test_certified_radius_exceeds_the_true_radius_at_most_alpha_of_the_time(line
     for t in rng.uniform(-2 * SIGMA, 2 * SIGMA, size=trials):
         x = linear_setup.frame(float(t))
         label, _, distance = linear_truth(linear_setup.weights, linear_setup.bias, x, SIGMA)
-        cert = engine.certify(x, n0=100, n=1000, alpha=alpha).certificate
+        cert = engine.certify(x, n0=n0, n=1000, alpha=alpha).certificate
+        assert cert.n0 == n0
         if cert.abstained:
             continue
         certified += 1

@@ -3,6 +3,7 @@ reader never raises and never hands back a certificate claiming more than the or
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from types import MappingProxyType
 from typing import Any
@@ -184,6 +185,17 @@ def test_a_sequential_certificate_round_trips_with_its_decision() -> None:
     assert problems == [] and back == cert and verdict is not None
 
 
+def test_a_certificate_whose_class_the_clean_prediction_chose_round_trips() -> None:
+    """n0 = 0 (no selection samples: the clean frame's prediction chose the class)."""
+    cert = dataclasses.replace(sequential_certificate([(80, 80)]), n0=0)
+    msg = certificate_to_diagnostics(
+        sequential_result(cert, "certified", 1), stamp(10, 250_000_000), "roadsigns", SHA
+    )
+    assert values_of(msg)["n0"] == "0"
+    _, back, _, problems = diagnostics_to_evidence(msg)
+    assert problems == [] and back == cert
+
+
 def test_a_budget_spent_in_selection_is_a_readable_abstention() -> None:
     """n = 0 (no estimation sample) is allowed only for an abstention claiming nothing."""
     cert = sequential_certificate([])
@@ -232,6 +244,7 @@ def test_status_level(cert: Certificate, verdict: OodVerdict | None, level: byte
         ("count", "1_000", "not an integer"),
         ("count", "٤٨٠", "not an integer"),
         ("n", "0", "n:"),
+        ("n0", "-1", "n0"),
         ("alpha", "0", "alpha"),
         ("alpha", "1", "alpha"),
         ("sigma", "0.0", "sigma"),

@@ -368,7 +368,7 @@ def test_safety_thresholds_are_read_only_by_default(
     alpha = rig.monitor.describe_parameter("alpha")
     assert alpha.read_only and "allow_runtime_tuning" in alpha.description
     assert alpha.floating_point_range[0].to_value == 0.5
-    assert rig.monitor.describe_parameter("n0").integer_range[0].from_value == 1
+    assert rig.monitor.describe_parameter("n0").integer_range[0].from_value == 0
     assert "seconds" in rig.monitor.describe_parameter("diagnostics_period_s").description
     assert not rig.monitor.describe_parameter("diagnostics_period_s").read_only
 
@@ -381,7 +381,7 @@ def test_runtime_tuning_accepts_valid_and_refuses_invalid_updates(
     assert rig.monitor.describe_parameter("image_topic").read_only
     refusals = {
         "alpha": (0.0, "alpha"),
-        "n0": (0, "n0"),
+        "n0": (-1, "n0"),
         "roi": ([0.5, 0.5, 0.6, 0.6], "inside the image"),
         "provider": ("gpu", "provider"),
         "model_path": ("/nonexistent/model.onnx", "not a file"),

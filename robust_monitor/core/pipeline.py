@@ -112,9 +112,10 @@ class CertifyConfig:
     """onnxruntime intra-op threads of the engine; 0: onnxruntime's default (every core)."""
 
     def __post_init__(self) -> None:
-        if self.n0 < 1 or self.n < 1 or self.batch_size < 1:
+        if self.n0 < 0 or self.n < 1 or self.batch_size < 1:
             raise ConfigError(
-                f"n0, n and batch_size must be >= 1, got {self.n0}, {self.n}, {self.batch_size}"
+                f"n0 must be >= 0 (0: the clean prediction selects the class) and n and "
+                f"batch_size >= 1, got {self.n0}, {self.n}, {self.batch_size}"
             )
         if not 0.0 < self.alpha < 1.0:
             raise ConfigError(f"alpha must be in (0, 1), got {self.alpha}")
@@ -290,9 +291,10 @@ class FramePipeline:
         best = math.inf
         for _ in range(2):
             began = time.perf_counter()
-            self.engine.sample(grey, seq.n0, with_clean=True)
+            if seq.n0 > 0:
+                self.engine.sample(grey, seq.n0, with_clean=True)
             selected = time.perf_counter()
-            self.engine.sample(grey, look, with_clean=False)
+            self.engine.sample(grey, look, with_clean=seq.n0 == 0)
             looked = time.perf_counter()
             total = (selected - began) + (looked - selected) * need / look
             best = min(best, total * 1e3)

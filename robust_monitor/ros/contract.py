@@ -34,7 +34,8 @@ key                     type     unit                        meaning
                                                              p_lower); 0 when abstained. Units:
                                                              pixel values scaled to [0, 1] after
                                                              ROI crop and resize, L2 over C*H*W
-``n0``                  int      samples                     noisy samples that chose the class
+``n0``                  int      samples                     noisy samples that chose the class;
+                                                             0: the clean frame's prediction did
 ``n``                   int      samples                     noisy samples that estimated p_lower;
                                                              0 only in an abstention (sequential:
                                                              the budget ran out in selection)
@@ -334,7 +335,7 @@ def _read_certificate(values: Mapping[str, str], problems: list[str]) -> Certifi
         problems.append(f"format: expected {FORMAT!r}, got {fmt!r}")
     read = _Reader(values, problems)
     label = read.integer("label", low=ABSTAIN, high=MAX_SAMPLES)
-    n0 = read.integer("n0", low=1, high=MAX_SAMPLES)
+    n0 = read.integer("n0", low=0, high=MAX_SAMPLES)
     n = read.integer("n", low=0, high=MAX_SAMPLES)
     count = read.integer("count", low=0, high=MAX_SAMPLES)
     p_lower = read.number("p_lower", 0.0, 1.0)

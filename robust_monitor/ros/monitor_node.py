@@ -27,7 +27,7 @@ name                      type    default              notes
 ``qos_depth``             int     5                    [1, 100] messages; start-up only
 ``sigma``                 double  0.0                  [0, 4] model-input units, 0 = metadata;
                                                        guarded
-``n0``                    int     64                   [1, 1e6] samples; guarded
+``n0``                    int     64                   [0, 1e6] samples, 0 = clean; guarded
 ``n``                     int     500                  [1, 1e7] samples; guarded
 ``alpha``                 double  0.001                [1e-12, 0.5]; guarded
 ``batch_size``            int     500                  [1, 1e5] samples; guarded
@@ -263,9 +263,10 @@ PARAMETERS: tuple[ParamSpec, ...] = (
     ParamSpec(
         "n0",
         _DEFAULTS.n0,
-        "Noisy samples that select the class, per frame (samples).",
+        "Noisy samples that select the class, per frame (samples); 0: the clean frame's "
+        "prediction selects it (no samples, same guarantee).",
         Tuning.GUARDED,
-        int_range(1, 1_000_000),
+        int_range(0, 1_000_000),
     ),
     ParamSpec(
         "n",

@@ -84,6 +84,13 @@ def add_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-ar
     parser.add_argument("--seq-every", type=int, default=6, help="--sequential: every k-th frame")
     parser.add_argument("--seq-frames", type=int, default=150, help="--sequential: frames")
     parser.add_argument(
+        "--seq-n0",
+        type=int,
+        default=0,
+        help="--sequential: the sequential mode's selection samples (default 0: the clean "
+        "prediction selects; the fixed mode keeps the node's 64 votes, Cohen's CERTIFY)",
+    )
+    parser.add_argument(
         "--fuzz",
         action="store_true",
         help="also fuzz every input parser (images, model metadata, calibration; needs "
@@ -381,6 +388,7 @@ def run(args: argparse.Namespace) -> int:
             args.provider,
             every=args.seq_every,
             limit=args.seq_frames,
+            seq_n0=args.seq_n0,
             alpha=args.alpha,
             r_required=args.r_required,
             budget_ms=args.budget_ms,

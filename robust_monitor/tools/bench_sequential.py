@@ -17,7 +17,15 @@ The fixed n that stands in for the sequential mode is the smallest of ``FIXED_NS
 decisions agree with the sequential ones on at least ``AGREEMENT_TARGET`` of the frames (the
 issue's "n chosen so the fixed mode certifies the same r_required on the same frames"); its
 latency is then measured per frame with ``SmoothingEngine.certify``. Samples per frame count
-selection and estimation (``n0 + n``); both modes use the same ``n0``.
+selection and estimation (``n0 + n``).
+
+Selection: the fixed mode is Cohen's CERTIFY as shipped (``n0`` selection votes, 64); the
+sequential mode takes its own ``seq_n0``, by default 0: the clean frame's prediction selects the
+class, which costs no samples (``stats.select_clean``). So that the saving from selection and the
+saving from stopping early can be told apart, the fixed decisions are also computed with the
+clean prediction selecting (same noise stream, all classes' votes are counted), and the report
+gives both ratios: ``ratio_fixed_over_sequential_samples`` (against Cohen's fixed mode) and
+``ratio_same_selection`` (both modes select with ``seq_n0``'s rule, so only stopping differs).
 """
 
 from __future__ import annotations
@@ -37,12 +45,13 @@ from robust_monitor.core.certify.sequential import (
     certify_sequential,
     required_p,
 )
-from robust_monitor.core.certify.stats import clopper_pearson_lower
+from robust_monitor.core.certify.stats import clopper_pearson_lower, select_clean
 from robust_monitor.core.imaging.preprocess import roi_from_metadata, to_model_input
 from robust_monitor.core.pipeline import default_r_required
 from robust_monitor.tools.recordings import iter_frames
 
-FIXED_NS = (100, 200, 500, 1000, 2000, 5000)
+FIXED_NS = (100, 200, 300, 500, 700, 1000, 1500, 2000, 3000, 5000)
+"""Fixed n tried; prefixes of one stream, so a finer grid costs no extra samples."""
 AGREEMENT_TARGET = 0.99
 TARGET_SAMPLE_RATIO = 5.0
 LATENCY_SLACK_MS = 5.0
@@ -81,19 +90,29 @@ def _stats(values: list[float]) -> dict[str, float]:
 
 def fixed_decisions(
     engine: SmoothingEngine, frame: np.ndarray, n0: int, alpha: float, p_required: float
-) -> dict[int, bool]:
-    """For every n of FIXED_NS: does CERTIFY with (n0, n) certify ``r_required``?"""
-    selection = engine.sample(frame, n0, with_clean=False)
-    c_a = int(np.argmax(selection.counts))
-    out: dict[int, bool] = {}
-    count, drawn = 0, 0
+) -> tuple[dict[int, bool], dict[int, bool]]:
+    """For every n of FIXED_NS: does CERTIFY with (n0, n) certify ``r_required``? Once with
+    ``n0`` selection votes choosing the class (Cohen's), once with the clean frame's prediction
+    choosing it (n0 = 0), on the same estimation stream."""
+    selection = engine.sample(frame, n0, with_clean=True)
+    assert selection.clean_logits is not None
+    by_votes = int(np.argmax(selection.counts))
+    by_clean = int(np.argmax(select_clean(selection.clean_logits, engine.spec.num_classes)))
+    votes: dict[int, bool] = {}
+    clean: dict[int, bool] = {}
+    counts = np.zeros(engine.spec.num_classes, dtype=np.int64)
+    drawn = 0
     for n in FIXED_NS:
-        more = engine.sample(frame, n - drawn, with_clean=False)
-        count += int(more.counts[c_a])
+        counts += engine.sample(frame, n - drawn, with_clean=False).counts
         drawn = n
-        p_lower = clopper_pearson_lower(count, n, alpha)
-        out[n] = p_lower >= 0.5 and p_lower >= p_required
-    return out
+        for label, out in ((by_votes, votes), (by_clean, clean)):
+            p_lower = clopper_pearson_lower(int(counts[label]), n, alpha)
+            out[n] = p_lower >= 0.5 and p_lower >= p_required
+    return votes, clean
+
+
+def _matched(agreement: dict[int, float]) -> int | None:
+    return next((n for n in FIXED_NS if agreement[n] >= AGREEMENT_TARGET), None)
 
 
 def bench_sequential(
@@ -104,6 +123,7 @@ def bench_sequential(
     every: int = 6,
     limit: int = 150,
     n0: int = 64,
+    seq_n0: int = 0,
     alpha: float = 0.001,
     r_required: float | None = None,
     budget_ms: float = 33.0,
@@ -115,12 +135,14 @@ def bench_sequential(
     engine = SmoothingEngine(model, sigma, providers=provider, seed=seed, intra_op_threads=threads)
     engine.warmup()
     frames = drive_frames(recording or SAMPLE_DRIVE / "roadside_drive", engine, every, limit)
-    p_required = required_p(r, engine.sigma)
-    unlimited = SequentialConfig(r_required=r, alpha=alpha, n0=n0, max_n=max(FIXED_NS))
+    # The fixed mode gives up the same lattice margin as the sequential one (engine.py).
+    p_required = required_p(r + engine.radius_margin, engine.sigma)
+    unlimited = SequentialConfig(r_required=r, alpha=alpha, n0=seq_n0, max_n=max(FIXED_NS))
     budgeted = SequentialConfig(
-        r_required=r, budget_ms=budget_ms, alpha=alpha, n0=n0, max_n=max(FIXED_NS)
+        r_required=r, budget_ms=budget_ms, alpha=alpha, n0=seq_n0, max_n=max(FIXED_NS)
     )
     fixed: dict[int, list[bool]] = {n: [] for n in FIXED_NS}
+    fixed_clean: dict[int, list[bool]] = {n: [] for n in FIXED_NS}
     seq_certified: list[bool] = []
     seq_samples: list[float] = []
     seq_latency: list[float] = []
@@ -132,21 +154,25 @@ def bench_sequential(
     for i, frame in enumerate(frames):
         if i % 25 == 0:
             _progress(f"sequential vs fixed n: frame {i + 1}/{len(frames)}")
-        for n, decided in fixed_decisions(engine, frame, n0, alpha, p_required).items():
-            fixed[n].append(decided)
+        by_votes, by_clean = fixed_decisions(engine, frame, n0, alpha, p_required)
+        for n in FIXED_NS:
+            fixed[n].append(by_votes[n])
+            fixed_clean[n].append(by_clean[n])
         seq = certify_sequential(engine, frame, unlimited)
         seq_certified.append(seq.decision == "certified")
-        seq_samples.append(float(n0 + seq.certificate.n))
+        seq_samples.append(float(seq_n0 + seq.certificate.n))
         seq_latency.append(seq.certificate.latency_ms)
         seq_decisions[seq.decision] = seq_decisions.get(seq.decision, 0) + 1
         timed = certify_sequential(engine, frame, budgeted)
         budget_certified.append(timed.decision == "certified")
-        budget_samples.append(float(n0 + timed.certificate.n))
+        budget_samples.append(float(seq_n0 + timed.certificate.n))
         budget_latency.append(timed.certificate.latency_ms)
         budget_decisions[timed.decision] = budget_decisions.get(timed.decision, 0) + 1
 
     agreement = {n: _agreement(fixed[n], seq_certified) for n in FIXED_NS}
-    matched = next((n for n in FIXED_NS if agreement[n] >= AGREEMENT_TARGET), None)
+    agreement_clean = {n: _agreement(fixed_clean[n], seq_certified) for n in FIXED_NS}
+    matched = _matched(agreement)
+    matched_clean = _matched(agreement_clean)
     fixed_latency: list[float] = []
     if matched is not None:
         _progress(f"latency of fixed n = {matched} on {len(frames)} frames")
@@ -156,6 +182,7 @@ def bench_sequential(
             fixed_latency.append((time.perf_counter() - start) * 1e3)
     mean_seq = statistics.fmean(seq_samples)
     ratio = None if matched is None else (n0 + matched) / mean_seq
+    same_selection = None if matched_clean is None else (seq_n0 + matched_clean) / mean_seq
     budget_p99 = float(np.percentile(budget_latency, 99))
     return {
         "recording": str(recording or SAMPLE_DRIVE / "roadside_drive"),
@@ -165,6 +192,11 @@ def bench_sequential(
         "sigma": engine.sigma,
         "alpha": alpha,
         "n0": n0,
+        "seq_n0": seq_n0,
+        "selection": {
+            "fixed": f"{n0} noisy votes (Cohen's CERTIFY)",
+            "sequential": "the clean prediction" if seq_n0 == 0 else f"{seq_n0} noisy votes",
+        },
         "r_required": r,
         "p_required": round(p_required, 6),
         "fixed": {
@@ -173,6 +205,18 @@ def bench_sequential(
             "matched_n": matched,
             "matched_samples_per_frame": None if matched is None else n0 + matched,
             "matched_latency_ms": _stats(fixed_latency) if fixed_latency else None,
+        },
+        "fixed_same_selection": {
+            "certified_fraction": {
+                str(n): round(float(np.mean(v)), 4) for n, v in fixed_clean.items()
+            },
+            "agreement_with_sequential": {
+                str(n): round(a, 4) for n, a in agreement_clean.items()
+            },
+            "matched_n": matched_clean,
+            "matched_samples_per_frame": None
+            if matched_clean is None
+            else seq_n0 + matched_clean,
         },
         "sequential": {
             "certified_fraction": round(float(np.mean(seq_certified)), 4),
@@ -189,6 +233,7 @@ def bench_sequential(
             "latency_ms": _stats(budget_latency),
         },
         "ratio_fixed_over_sequential_samples": None if ratio is None else round(ratio, 2),
+        "ratio_same_selection": None if same_selection is None else round(same_selection, 2),
         "targets": {
             "sample_ratio_min": TARGET_SAMPLE_RATIO,
             "agreement_min": AGREEMENT_TARGET,

@@ -46,7 +46,9 @@ def add_certification_args(parser: argparse.ArgumentParser) -> None:
         default=None,
         help="noise level (L2, [0,1] pixel scale); default: the model's metadata",
     )
-    parser.add_argument("--n0", type=int, default=100, help="selection samples per frame")
+    parser.add_argument(
+        "--n0", type=int, default=100, help="selection samples per frame (0: the clean prediction)"
+    )
     parser.add_argument("--n", type=int, default=1000, help="estimation samples per frame")
     parser.add_argument(
         "--alpha",

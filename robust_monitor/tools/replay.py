@@ -898,7 +898,7 @@ def certification_summary(records: Sequence[FrameRecord]) -> dict[str, Any]:
         },
         "selection_samples_per_frame": results[0].certificate.n0 if results else None,
         "note": "samples_per_frame = estimation samples (the certificate's n); each frame also "
-        "draws n0 selection samples",
+        "draws n0 selection samples (n0 = 0: the clean frame's prediction selected the class)",
     }
     sequential = [r for r in results if r.mode == "sequential"]
     if sequential:

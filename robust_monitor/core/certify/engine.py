@@ -45,6 +45,7 @@ from robust_monitor.core.certify.model import ModelSpec, load_model_spec, load_o
 from robust_monitor.core.certify.stats import (
     certify_from_counts,
     predict_from_counts,
+    select_clean,
     validate_alpha,
 )
 from robust_monitor.core.errors import ConfigError, InputError, ModelError
@@ -131,8 +132,10 @@ def check_params(sigma: float, n0: int, n: int, alpha: float, batch_size: int) -
     """Raise ConfigError with the allowed range for the first invalid certification parameter."""
     if not (isinstance(sigma, (int, float)) and math.isfinite(sigma) and sigma > 0):
         raise ConfigError(f"sigma must be a finite number > 0, got {sigma!r}")
-    if int(n0) < 1:
-        raise ConfigError(f"n0 must be an integer >= 1, got {n0!r}")
+    if int(n0) < 0:
+        raise ConfigError(
+            f"n0 must be an integer >= 0 (0: the clean frame's prediction selects), got {n0!r}"
+        )
     if int(n) < 1:
         raise ConfigError(f"n must be an integer >= 1, got {n!r}")
     validate_alpha(alpha)
@@ -343,13 +346,25 @@ class SmoothingEngine:
         ``1 - alpha`` the smoothed classifier returns ``label`` for every input within L2
         distance ``radius`` of ``frame``. Abstains (label -1, radius 0) when ``p_lower < 1/2``.
         The radius is ``sigma * Phi^-1(p_lower) - radius_margin`` (see ``lattice``).
+
+        ``n0 = 0`` selects the base model's prediction on the clean frame instead (see
+        ``stats.select_clean``): no selection samples, same guarantee.
         """
         bs = self.batch_size if batch_size is None else int(batch_size)
         check_params(self.sigma, n0, n, alpha, bs)
         start = time.perf_counter()
         x = self.check_frame(frame)
-        selection = self._sample_checked(x, int(n0), bs)
-        estimation = self._sample_checked(x, int(n), bs, with_clean=False)
+        if int(n0) == 0:
+            estimation = self._sample_checked(x, int(n), bs, with_clean=True)
+            assert estimation.clean_logits is not None
+            selection = Samples(
+                select_clean(estimation.clean_logits, self.spec.num_classes),
+                estimation.clean_logits,
+                estimation.clean_features,
+            )
+        else:
+            selection = self._sample_checked(x, int(n0), bs)
+            estimation = self._sample_checked(x, int(n), bs, with_clean=False)
         outcome = certify_from_counts(selection.counts, estimation.counts, alpha, self.sigma)
         latency_ms = (time.perf_counter() - start) * 1e3
         cert = Certificate(

@@ -51,11 +51,11 @@ from scipy.special import betaln
 from scipy.stats import norm
 
 from robust_monitor.core.certify.certificate import ABSTAIN, Certificate
-from robust_monitor.core.certify.stats import radius_from_p_lower, validate_alpha
+from robust_monitor.core.certify.stats import radius_from_p_lower, select_clean, validate_alpha
 from robust_monitor.core.errors import ConfigError
 
 if TYPE_CHECKING:  # the engine (and onnxruntime) only when a caller has one
-    from robust_monitor.core.certify.engine import SmoothingEngine
+    from robust_monitor.core.certify.engine import Samples, SmoothingEngine
 
 Decision = Literal["certified", "unreachable", "budget", "max_n"]
 DECISIONS: tuple[Decision, ...] = ("certified", "unreachable", "budget", "max_n")
@@ -266,7 +266,9 @@ class SequentialConfig:
     be certified for, >= 0. ``budget_ms``: wall-time budget per frame in milliseconds from the
     start of the frame (selection included), or None for no deadline; it is checked before
     every batch, so a frame overruns it by at most one batch. ``alpha``: error level of the
-    whole sequential procedure. ``n0``: selection samples. ``batch_size``: estimation samples
+    whole sequential procedure. ``n0``: selection samples; 0 selects the base model's
+    prediction on the clean frame (``stats.select_clean``), which costs no samples and keeps
+    the guarantee. ``batch_size``: estimation samples
     per look, or None for adaptive looks (``FIRST_LOOK`` samples, then the total grows by
     ``GROWTH`` per look, capped by the engine's batch size and, under a budget, by what the
     measured throughput can fit in the time left; a fixed look larger than the engine's batch
@@ -296,8 +298,11 @@ class SequentialConfig:
         if not _is_real(self.alpha):
             raise ConfigError(f"alpha must be a number in (0, 1), got {self.alpha!r}")
         validate_alpha(self.alpha)
-        if not _is_int(self.n0) or self.n0 < 1:
-            raise ConfigError(f"n0 (selection samples) must be an integer >= 1, got {self.n0!r}")
+        if not _is_int(self.n0) or self.n0 < 0:
+            raise ConfigError(
+                f"n0 (selection samples; 0: the clean prediction selects) must be an integer "
+                f">= 0, got {self.n0!r}"
+            )
         if self.batch_size is not None and (not _is_int(self.batch_size) or self.batch_size < 1):
             raise ConfigError(
                 f"batch_size must be None (adaptive) or an integer >= 1, got {self.batch_size!r}"
@@ -374,7 +379,9 @@ def certify_sequential(
     """Sequential CERTIFY of one frame, stopping as soon as ``r_required`` is decided.
 
     ``n0`` selection samples choose ``c_A`` (argmax of their votes; they take no part in the
-    estimate). Estimation samples then arrive in looks; after each, the confidence sequence of
+    estimate); with ``n0 = 0`` the clean frame's prediction does, from the clean pass of the
+    first look's graph run (it involves no noise, so it is independent of the votes). Estimation
+    samples then arrive in looks; after each, the confidence sequence of
     ``p_A = P(f(frame + eps) = c_A)`` is updated and the procedure stops with ``decision``
     ``"certified"`` (``p_lower >= Phi(r_required / sigma)``), ``"unreachable"`` (``p_upper <
     Phi(r_required / sigma)``), ``"max_n"`` or ``"budget"`` (checked before every look and
@@ -405,25 +412,34 @@ def certify_sequential(
             "raise max_n or lower r_required"
         )
     x = engine.check_frame(frame)
-    selection_start = time.perf_counter()
-    selection = engine.sample(x, config.n0, with_clean=True)
-    selection_ms = (time.perf_counter() - selection_start) * 1e3
-    label = int(np.argmax(selection.counts))
+    clean: Samples | None = None
+    label = -1
+    rate_per_ms: float | None = None
+    if config.n0 > 0:
+        selection_start = time.perf_counter()
+        clean = engine.sample(x, config.n0, with_clean=True)
+        selection_ms = (time.perf_counter() - selection_start) * 1e3
+        label = int(np.argmax(clean.counts))
+        # The selection run is the first throughput measurement, so under a budget even the
+        # first look is sized to the time left (it includes the clean pass: an underestimate).
+        rate_per_ms = config.n0 / selection_ms if selection_ms > 0 else None
     cs = ConfidenceSequence(config.alpha)
     first_look = max(FIRST_LOOK, min_unanimous_n(config.alpha, p_required, config.max_n))
     decision: Decision
-    # The selection run is the first throughput measurement, so under a budget even the first
-    # look is sized to the time left (it includes the clean pass: a slight underestimate).
-    rate_per_ms: float | None = config.n0 / selection_ms if selection_ms > 0 else None
     estimation_start = time.perf_counter()
     while True:
         elapsed_ms = (time.perf_counter() - start) * 1e3
-        if config.budget_ms is not None and elapsed_ms >= config.budget_ms:
+        # Without selection samples the first look carries the clean pass: it always runs.
+        if config.budget_ms is not None and elapsed_ms >= config.budget_ms and clean is not None:
             decision = "budget"
             break
         remaining = None if config.budget_ms is None else config.budget_ms - elapsed_ms
         size = _next_look(config, cs.n, engine.batch_size, rate_per_ms, remaining, first_look)
-        batch = engine.sample(x, size, with_clean=False)
+        batch = engine.sample(x, size, with_clean=clean is None)
+        if clean is None:
+            clean = batch
+            assert batch.clean_logits is not None
+            label = int(np.argmax(select_clean(batch.clean_logits, engine.spec.num_classes)))
         p_lower, p_upper = cs.update(int(batch.counts[label]), size)
         # Throughput over everything a look costs (sampling and bounds), for sizing looks.
         spent_ms = (time.perf_counter() - estimation_start) * 1e3
@@ -453,11 +469,11 @@ def certify_sequential(
         count=cs.count,
         label_name=engine.spec.class_name(out_label),
     )
-    assert selection.clean_logits is not None
+    assert clean is not None and clean.clean_logits is not None
     return SequentialResult(
         certificate=cert,
-        clean_logits=selection.clean_logits,
-        clean_features=selection.clean_features,
+        clean_logits=clean.clean_logits,
+        clean_features=clean.clean_features,
         decision=decision,
         looks=cs.looks,
         p_upper=cs.p_upper,

@@ -15,7 +15,7 @@ import numpy as np
 from scipy.stats import beta, binomtest, norm
 
 from robust_monitor.core.certify.certificate import ABSTAIN
-from robust_monitor.core.errors import ConfigError
+from robust_monitor.core.errors import ConfigError, ModelError
 
 
 def validate_alpha(alpha: float) -> float:
@@ -113,3 +113,21 @@ def predict_from_counts(counts: np.ndarray, alpha: float) -> int:
     if binomtest(top, top + second, 0.5).pvalue > alpha:
         return ABSTAIN
     return int(order[0])
+
+
+def select_clean(clean_logits: np.ndarray, num_classes: int) -> np.ndarray:
+    """Selection "counts" for ``n0 = 0``: one vote for the clean frame's top class.
+
+    Cohen's CERTIFY draws ``n0`` noisy samples only to *guess* the smoothed top class; its bound
+    needs the guess to be independent of the ``n`` estimation samples, nothing more. The base
+    model's argmax on the unnoised frame is a fixed function of the frame (no noise enters it),
+    so it qualifies even when it is computed in the same graph run as the estimation votes. A
+    wrong guess costs no soundness: its votes fall short and the certificate abstains. The same
+    holds for whatever class ``argmax`` picks from non-finite logits: only its votes count.
+    """
+    logits = np.asarray(clean_logits).reshape(-1)
+    if logits.size != num_classes:
+        raise ModelError(f"clean logits have {logits.size} values for {num_classes} classes")
+    counts = np.zeros(num_classes, dtype=np.int64)
+    counts[int(np.argmax(logits))] = 1
+    return counts
