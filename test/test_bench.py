@@ -73,6 +73,17 @@ def test_sequential_bench_compares_both_modes_on_the_sample_drive() -> None:
     if same["matched_n"] is not None:
         ratio = same["matched_n"] / report["sequential"]["samples_per_frame"]["mean"]
         assert report["ratio_same_selection"] == pytest.approx(ratio, abs=0.01)
+    # Capped at each fixed n in turn until the decisions agree; never more samples than it.
+    capped = report["sequential_capped"]
+    tried = [int(n) for n in capped["agreement_tried"]]
+    assert tried == sorted(tried) and set(tried) <= set(FIXED_NS)
+    if capped["max_n"] is not None:
+        assert capped["max_n"] == tried[-1] and capped["agreement_with_fixed"] >= 0.99
+        assert all(a < 0.99 for a in list(capped["agreement_tried"].values())[:-1])
+        assert capped["samples_per_frame"]["max"] <= capped["max_n"]
+        ratio = (64 + capped["max_n"]) / capped["samples_per_frame"]["mean"]
+        assert capped["ratio_fixed_over_sequential"] == pytest.approx(ratio, abs=0.01)
+        assert report["targets_met"]["sample_ratio_min"] == (ratio >= 5.0)
     seq = report["sequential"]
     assert sum(seq["decisions"].values()) == 3
     assert 0.0 <= seq["certified_fraction"] <= 1.0

@@ -384,7 +384,7 @@ def test_missing_recording(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -
 @pytest.mark.parametrize(
     ("text", "needle"),
     [
-        ("/**/robust_monitor:\n  ros__parameters:\n    n0: 0\n", "n0"),
+        ("/**/robust_monitor:\n  ros__parameters:\n    n0: -1\n", "n0"),
         ("/**/robust_monitor:\n  ros__parameters:\n    alpha: x\n", "alpha"),
         ("/**/robust_monitor:\n  ros__parameters:\n    nn: 5\n", "unknown"),
         ("/**/robust_monitor_arbiter:\n  ros__parameters:\n    trigger_frames: 0\n", "trigger"),
