@@ -48,7 +48,7 @@ clean:
 model: $(STAMP)
 	$(BIN)/python -m pip install --quiet -e '.[train]'
 	$(BIN)/python -m robust_monitor.tools.train --sigma 0.25 --out robust_monitor/assets/models/roadsigns_s025 --save-checkpoint build/roadsigns_s025.pt
-	$(BIN)/python -m robust_monitor.tools.train --sigma 0.5 --out robust_monitor/assets/models/roadsigns_s050 --init-from build/roadsigns_s025.pt --max-lr 3e-3 --epochs 14
+	$(BIN)/python -m robust_monitor.tools.train --sigma 0.5 --out robust_monitor/assets/models/roadsigns_s050 --init-from build/roadsigns_s025.pt --max-lr 3e-3 --epochs 14 --clean-fraction 0.25
 	$(BIN)/python -m robust_monitor.tools.sample_drive --force
 	$(BIN)/robust-monitor model-card --model robust_monitor/assets/models/roadsigns_s025.onnx
 	$(BIN)/robust-monitor model-card --model robust_monitor/assets/models/roadsigns_s050.onnx

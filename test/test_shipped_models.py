@@ -26,11 +26,12 @@ from robust_monitor.synth.scene import DEFAULT_ROI, RoadScene, SignPlacement, cr
 MODELS_DIR = ASSETS_DIR / "models"
 SIGMA = {"roadsigns_s025": 0.25, "roadsigns_s050": 0.5}
 # (clean, under N(0, sigma^2)) minimum accuracies on TEST_DATA_SEED renders; see the docstring.
-# Measured at release: s025 0.9775 clean / 0.945 noisy, s050 0.955 / 0.8875 (this test set);
-# held-out renders in .train.json: s025 0.9746 / 0.9546, s050 0.9508 / 0.9092.
+# Measured at release: s025 0.9775 clean / 0.945 noisy, s050 0.98 / 0.895 (this test set);
+# held-out renders in .train.json: s025 0.9746 / 0.9546, s050 0.9721 / 0.9075. (The s050 of
+# before, trained on noisy images only, measured 0.955 / 0.8875 here.)
 MIN_ACCURACY = {
     "roadsigns_s025": (0.93, 0.90),
-    "roadsigns_s050": (0.91, 0.84),
+    "roadsigns_s050": (0.94, 0.84),
 }
 TEST_IMAGES = 400
 MAX_ONNX_BYTES = 2 * 1024 * 1024

@@ -251,12 +251,17 @@ def _markdown(card: dict[str, Any], stem: str) -> str:
     ca = card["certified_accuracy"]
     rows = "\n".join(f"| {r} | {v:.1%} |" for r, v in ca["values"].items())
     recipe = "\n".join(f"- {k}: {v}" for k, v in card["recipe"].items())
+    clean_share = float(card["recipe"].get("clean_fraction") or 0.0)
+    noise = f"trained with Gaussian noise augmentation at sigma = {card['sigma']}"
+    noise += " (the certification sigma)"
+    if clean_share > 0:
+        noise += f"; each training image left clean with probability {clean_share:g} per step"
     return f"""# Model card: {card["model"]}
 
 - file: `{card["onnx"]}`, sha256 `{card["sha256"]}`
 - input: {card["input"]["shape"]} {card["input"]["channel_order"].upper()} in [0, 1]
 - classes: {", ".join(card["classes"])}
-- trained with Gaussian noise augmentation at sigma = {card["sigma"]} (the certification sigma)
+- {noise}
 
 ## Accuracy
 

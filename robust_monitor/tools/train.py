@@ -16,14 +16,16 @@ Outputs, for ``--out DIR/STEM``:
 - ``STEM.json``: the metadata the model loader reads (format ``robust_monitor.model/1``);
 - ``STEM.train.json``: the recipe, seeds, data sizes, timings and measured accuracies.
 
-Run (about 17 minutes each on 2 shared CPU cores; the sigma=0.5 model starts from the sigma=0.25
-weights, as Cohen et al. trained one model per sigma but a warm start halves the time it needs)::
+Run (about 7 minutes each on 2 idle CPU cores, 17 on shared ones; the sigma=0.5 model starts
+from the sigma=0.25 weights, as Cohen et al. trained one model per sigma but a warm start halves
+the time it needs, and trains a quarter of its images clean, which lifts the base model's clean
+accuracy from 95% to 98% at a cost of under a point under noise)::
 
     python -m robust_monitor.tools.train --sigma 0.25 \
         --out robust_monitor/assets/models/roadsigns_s025 --save-checkpoint build/roadsigns_s025.pt
     python -m robust_monitor.tools.train --sigma 0.5 \
         --out robust_monitor/assets/models/roadsigns_s050 --init-from build/roadsigns_s025.pt \
-        --max-lr 3e-3
+        --max-lr 3e-3 --epochs 14 --clean-fraction 0.25
 """
 
 from __future__ import annotations
