@@ -118,6 +118,27 @@ def test_same_seed_same_timeline() -> None:
     ]
 
 
+def test_a_sequential_file_with_a_budget_still_gives_a_reproducible_run(tmp_path: Path) -> None:
+    """A wall-clock budget would make a seeded run depend on the machine's speed: the sim drops
+    it (a sequential file keeps its mode), unless the caller sets budget_ms explicitly."""
+    from robust_monitor.tools.sim import monitor_overrides
+
+    params = tmp_path / "sequential.yaml"
+    params.write_text(
+        "/**/robust_monitor:\n  ros__parameters:\n"
+        "    certify_mode: sequential\n    budget_ms: 33.0\n",
+        encoding="utf-8",
+    )
+    sc = parse_scenario(_short())
+    assert monitor_overrides(sc, params)["budget_ms"] == 0.0
+    assert monitor_overrides(sc, params, {"budget_ms": 5.0})["budget_ms"] == 5.0
+    assert "budget_ms" not in monitor_overrides(sc, None)  # fixed mode: no such key set
+    a, b = run_scenario(sc, params_file=params), run_scenario(sc, params_file=params)
+    assert all(f.result.mode == "sequential" for f in a.run.frames)
+    key = [(f.t_s, f.result.certificate.n, f.decision.state) for f in a.run.frames]
+    assert key == [(f.t_s, f.result.certificate.n, f.decision.state) for f in b.run.frames]
+
+
 @pytest.mark.parametrize(
     ("change", "message"),
     [
