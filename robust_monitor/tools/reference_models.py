@@ -5,6 +5,9 @@
   which is what the soundness tests compare against.
 - ``small_cnn``: a compact convolutional classifier with a feature output and random weights
   (throughput and count distributions do not depend on the weights being trained).
+- ``resnet_cifar`` (ResNet-110 at 32x32) and ``resnet18`` (224x224): the reference sizes of the
+  GPU issue, random He-initialised weights with BatchNorm folded into the convolutions; written
+  by ``python -m robust_monitor.tools.reference_models --out DIR`` for ``bench --model``.
 
 Every model is written with ``ir_version`` 10: onnx >= 1.20 writes IR 14 by default and
 onnxruntime 1.31 reads up to 13.
@@ -14,6 +17,7 @@ from __future__ import annotations
 
 import math
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import onnx
@@ -140,3 +144,135 @@ def small_cnn(
         inits,
     )
     return _finish(graph)
+
+
+# -- reference ResNets for GPU and CPU measurement (random weights) -------------------------------
+class _Builder:
+    """Collects nodes and He-initialised weights (BatchNorm folded into the convolutions, as an
+    inference export does); throughput does not depend on the weights being trained."""
+
+    def __init__(self, seed: int) -> None:
+        self.rng = np.random.default_rng(seed)
+        self.nodes: list[onnx.NodeProto] = []
+        self.inits: list[onnx.TensorProto] = []
+        self._count = 0
+
+    def _name(self, kind: str) -> str:
+        self._count += 1
+        return f"{kind}{self._count}"
+
+    def conv(self, x: str, cin: int, cout: int, k: int, stride: int, gain: float = 1.0) -> str:
+        name = self._name("conv")
+        std = gain * math.sqrt(2.0 / (cin * k * k))
+        w = (self.rng.standard_normal((cout, cin, k, k)) * std).astype(np.float32)
+        b = np.zeros(cout, np.float32)
+        self.inits += [
+            numpy_helper.from_array(w, f"{name}_w"),
+            numpy_helper.from_array(b, f"{name}_b"),
+        ]
+        pad = k // 2
+        self.nodes.append(
+            helper.make_node(
+                "Conv",
+                [x, f"{name}_w", f"{name}_b"],
+                [name],
+                pads=[pad] * 4,
+                strides=[stride, stride],
+                kernel_shape=[k, k],
+            )
+        )
+        return name
+
+    def op(self, kind: str, inputs: list[str], **attrs: Any) -> str:
+        name = self._name(kind.lower())
+        self.nodes.append(helper.make_node(kind, inputs, [name], **attrs))
+        return name
+
+    def basic_block(self, x: str, cin: int, cout: int, stride: int) -> str:
+        """Two 3x3 convolutions and the identity (or a strided 1x1 projection) added back. The
+        second convolution is scaled down so that random deep stacks keep finite activations."""
+        h = self.op("Relu", [self.conv(x, cin, cout, 3, stride)])
+        h = self.conv(h, cout, cout, 3, 1, gain=0.2)
+        skip = x if (stride == 1 and cin == cout) else self.conv(x, cin, cout, 1, stride)
+        return self.op("Relu", [self.op("Add", [h, skip])])
+
+    def head(
+        self, x: str, width: int, num_classes: int, input_shape: tuple[int, int, int], name: str
+    ) -> onnx.ModelProto:
+        gap = self.op("GlobalAveragePool", [x])
+        self.nodes.append(helper.make_node("Flatten", [gap], ["features"], axis=1))
+        w = (self.rng.standard_normal((width, num_classes)) / math.sqrt(width)).astype(np.float32)
+        self.inits += [
+            numpy_helper.from_array(w, "head_w"),
+            numpy_helper.from_array(np.zeros(num_classes, np.float32), "head_b"),
+        ]
+        self.nodes.append(helper.make_node("Gemm", ["features", "head_w", "head_b"], ["logits"]))
+        graph = helper.make_graph(
+            self.nodes,
+            name,
+            [helper.make_tensor_value_info("image", TensorProto.FLOAT, ["batch", *input_shape])],
+            [
+                helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["batch", num_classes]),
+                helper.make_tensor_value_info("features", TensorProto.FLOAT, ["batch", width]),
+            ],
+            self.inits,
+        )
+        return _finish(graph)
+
+
+def resnet_cifar(depth: int = 110, num_classes: int = 10, seed: int = 0) -> onnx.ModelProto:
+    """He et al. (2016)'s CIFAR ResNet of ``depth = 6 n + 2`` layers (110: n = 18 basic blocks
+    per stage, widths 16/32/64, about 1.7 M parameters), input [B, 3, 32, 32]: the size of the
+    model Cohen et al. certify on CIFAR-10."""
+    if depth < 8 or (depth - 2) % 6:
+        raise ValueError(f"depth must be 6 n + 2 with n >= 1, got {depth}")
+    blocks = (depth - 2) // 6
+    b = _Builder(seed)
+    x, cin = b.op("Relu", [b.conv("image", 3, 16, 3, 1)]), 16
+    for stage, width in enumerate((16, 32, 64)):
+        for i in range(blocks):
+            stride = 2 if (stage > 0 and i == 0) else 1
+            x, cin = b.basic_block(x, cin, width, stride), width
+    return b.head(x, cin, num_classes, (3, 32, 32), f"resnet{depth}_cifar")
+
+
+def resnet18(num_classes: int = 1000, input_size: int = 224, seed: int = 0) -> onnx.ModelProto:
+    """ResNet-18 (He et al. 2016): 7x7 stem, max-pool, four stages of two basic blocks (widths
+    64-512), about 11.7 M parameters at 1,000 classes; input [B, 3, input_size, input_size]."""
+    b = _Builder(seed)
+    x = b.op("Relu", [b.conv("image", 3, 64, 7, 2)])
+    x = b.op("MaxPool", [x], kernel_shape=[3, 3], strides=[2, 2], pads=[1, 1, 1, 1])
+    cin = 64
+    for stage, width in enumerate((64, 128, 256, 512)):
+        for i in range(2):
+            stride = 2 if (stage > 0 and i == 0) else 1
+            x, cin = b.basic_block(x, cin, width, stride), width
+    return b.head(x, cin, num_classes, (3, input_size, input_size), "resnet18")
+
+
+def parameter_count(model: onnx.ModelProto) -> int:
+    """Number of weights in the model's initialisers."""
+    return int(sum(np.prod(t.dims) for t in model.graph.initializer))
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m robust_monitor.tools.reference_models --out DIR``: write the reference ResNets
+    (``resnet110_cifar.onnx``, 32x32; ``resnet18.onnx``, 224x224) for ``robust-monitor bench
+    --model``. They are built, not shipped: ResNet-18 is 47 MB."""
+    import argparse
+
+    parser = argparse.ArgumentParser(description=main.__doc__)
+    parser.add_argument("--out", type=Path, required=True, help="folder to write the models to")
+    parser.add_argument("--seed", type=int, default=0, help="weight seed")
+    args = parser.parse_args(argv)
+    for name, model in (
+        ("resnet110_cifar.onnx", resnet_cifar(110, seed=args.seed)),
+        ("resnet18.onnx", resnet18(seed=args.seed)),
+    ):
+        path = save(model, args.out / name)
+        print(f"{path}: {parameter_count(model):,} parameters")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
