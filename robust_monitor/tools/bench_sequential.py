@@ -37,6 +37,7 @@ from __future__ import annotations
 import statistics
 import sys
 import time
+from collections import Counter
 from pathlib import Path
 from typing import Any
 
@@ -46,11 +47,12 @@ from robust_monitor.assets import SAMPLE_DRIVE
 from robust_monitor.core.certify.engine import SmoothingEngine
 from robust_monitor.core.certify.sequential import (
     SequentialConfig,
+    SequentialResult,
     certify_sequential,
     max_certifiable_radius,
     required_p,
 )
-from robust_monitor.core.certify.stats import clopper_pearson_lower, select_clean
+from robust_monitor.core.certify.stats import clean_class, clopper_pearson_lower
 from robust_monitor.core.imaging.preprocess import roi_from_metadata, to_model_input
 from robust_monitor.core.pipeline import default_r_required
 from robust_monitor.tools.recordings import iter_frames
@@ -102,7 +104,7 @@ def fixed_decisions(
     selection = engine.sample(frame, n0, with_clean=True)
     assert selection.clean_logits is not None
     by_votes = int(np.argmax(selection.counts))
-    by_clean = int(np.argmax(select_clean(selection.clean_logits, engine.spec.num_classes)))
+    by_clean = clean_class(selection.clean_logits, engine.spec.num_classes)
     votes: dict[int, bool] = {}
     clean: dict[int, bool] = {}
     counts = np.zeros(engine.spec.num_classes, dtype=np.int64)
@@ -114,6 +116,20 @@ def fixed_decisions(
             p_lower = clopper_pearson_lower(int(counts[label]), n, alpha)
             out[n] = p_lower >= 0.5 and p_lower >= p_required
     return votes, clean
+
+
+def _certified(results: list[SequentialResult]) -> list[bool]:
+    return [res.decision == "certified" for res in results]
+
+
+def _summary(results: list[SequentialResult], seq_n0: int) -> dict[str, Any]:
+    """Certified fraction, decisions, samples (selection included) and latency of a run."""
+    return {
+        "certified_fraction": round(float(np.mean(_certified(results))), 4),
+        "decisions": dict(Counter(res.decision for res in results)),
+        "samples_per_frame": _stats([float(seq_n0 + res.certificate.n) for res in results]),
+        "latency_ms": _stats([res.certificate.latency_ms for res in results]),
+    }
 
 
 def _matched(agreement: dict[int, float]) -> int | None:
@@ -139,23 +155,17 @@ def _capped_runs(
         _progress(f"sequential capped at max_n = {n} on {len(frames)} frames")
         config = SequentialConfig(r_required=r, alpha=alpha, n0=seq_n0, max_n=n)
         results = [certify_sequential(engine, frame, config) for frame in frames]
-        certified = [res.decision == "certified" for res in results]
-        agreement = _agreement(fixed[n], certified)
+        agreement = _agreement(fixed[n], _certified(results))
         tried[str(n)] = round(agreement, 4)
         if agreement >= AGREEMENT_TARGET:
-            samples = [float(seq_n0 + res.certificate.n) for res in results]
-            decisions: dict[str, int] = {}
-            for res in results:
-                decisions[res.decision] = decisions.get(res.decision, 0) + 1
+            summary = _summary(results, seq_n0)
+            mean = statistics.fmean(seq_n0 + res.certificate.n for res in results)
             return {
                 "max_n": n,
                 "agreement_tried": tried,
                 "agreement_with_fixed": round(agreement, 4),
-                "certified_fraction": round(float(np.mean(certified)), 4),
-                "decisions": decisions,
-                "samples_per_frame": _stats(samples),
-                "latency_ms": _stats([res.certificate.latency_ms for res in results]),
-                "ratio_fixed_over_sequential": round((n0 + n) / statistics.fmean(samples), 2),
+                **summary,
+                "ratio_fixed_over_sequential": round((n0 + n) / mean, 2),
             }
     return {"max_n": None, "agreement_tried": tried, "ratio_fixed_over_sequential": None}
 
@@ -188,14 +198,8 @@ def bench_sequential(
     )
     fixed: dict[int, list[bool]] = {n: [] for n in FIXED_NS}
     fixed_clean: dict[int, list[bool]] = {n: [] for n in FIXED_NS}
-    seq_certified: list[bool] = []
-    seq_samples: list[float] = []
-    seq_latency: list[float] = []
-    seq_decisions: dict[str, int] = {}
-    budget_certified: list[bool] = []
-    budget_latency: list[float] = []
-    budget_samples: list[float] = []
-    budget_decisions: dict[str, int] = {}
+    seq_results: list[SequentialResult] = []
+    budget_results: list[SequentialResult] = []
     for i, frame in enumerate(frames):
         if i % 25 == 0:
             _progress(f"sequential vs fixed n: frame {i + 1}/{len(frames)}")
@@ -203,16 +207,9 @@ def bench_sequential(
         for n in FIXED_NS:
             fixed[n].append(by_votes[n])
             fixed_clean[n].append(by_clean[n])
-        seq = certify_sequential(engine, frame, unlimited)
-        seq_certified.append(seq.decision == "certified")
-        seq_samples.append(float(seq_n0 + seq.certificate.n))
-        seq_latency.append(seq.certificate.latency_ms)
-        seq_decisions[seq.decision] = seq_decisions.get(seq.decision, 0) + 1
-        timed = certify_sequential(engine, frame, budgeted)
-        budget_certified.append(timed.decision == "certified")
-        budget_samples.append(float(seq_n0 + timed.certificate.n))
-        budget_latency.append(timed.certificate.latency_ms)
-        budget_decisions[timed.decision] = budget_decisions.get(timed.decision, 0) + 1
+        seq_results.append(certify_sequential(engine, frame, unlimited))
+        budget_results.append(certify_sequential(engine, frame, budgeted))
+    seq_certified = _certified(seq_results)
 
     agreement = {n: _agreement(fixed[n], seq_certified) for n in FIXED_NS}
     agreement_clean = {n: _agreement(fixed_clean[n], seq_certified) for n in FIXED_NS}
@@ -226,10 +223,10 @@ def bench_sequential(
             engine.certify(frame, n0=n0, n=matched, alpha=alpha)
             fixed_latency.append((time.perf_counter() - start) * 1e3)
     capped = _capped_runs(engine, frames, fixed, r, alpha, seq_n0, n0)
-    mean_seq = statistics.fmean(seq_samples)
+    mean_seq = statistics.fmean(seq_n0 + res.certificate.n for res in seq_results)
     ratio = None if matched is None else (n0 + matched) / mean_seq
     same_selection = None if matched_clean is None else (seq_n0 + matched_clean) / mean_seq
-    budget_p99 = float(np.percentile(budget_latency, 99))
+    budget_p99 = float(np.percentile([res.certificate.latency_ms for res in budget_results], 99))
     return {
         "recording": str(recording or SAMPLE_DRIVE / "roadside_drive"),
         "frames": len(frames),
@@ -260,19 +257,13 @@ def bench_sequential(
             "matched_n": matched_clean,
             "matched_samples_per_frame": None if matched_clean is None else seq_n0 + matched_clean,
         },
-        "sequential": {
-            "certified_fraction": round(float(np.mean(seq_certified)), 4),
-            "decisions": seq_decisions,
-            "samples_per_frame": _stats(seq_samples),
-            "latency_ms": _stats(seq_latency),
-        },
+        "sequential": _summary(seq_results, seq_n0),
         "sequential_budget": {
             "budget_ms": budget_ms,
-            "certified_fraction": round(float(np.mean(budget_certified)), 4),
-            "agreement_with_unlimited": round(_agreement(budget_certified, seq_certified), 4),
-            "decisions": budget_decisions,
-            "samples_per_frame": _stats(budget_samples),
-            "latency_ms": _stats(budget_latency),
+            "agreement_with_unlimited": round(
+                _agreement(_certified(budget_results), seq_certified), 4
+            ),
+            **_summary(budget_results, seq_n0),
         },
         "sequential_capped": capped,
         "ratio_fixed_over_sequential_samples": None if ratio is None else round(ratio, 2),

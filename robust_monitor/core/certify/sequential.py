@@ -51,7 +51,7 @@ from scipy.special import betaln
 from scipy.stats import norm
 
 from robust_monitor.core.certify.certificate import ABSTAIN, Certificate
-from robust_monitor.core.certify.stats import radius_from_p_lower, select_clean, validate_alpha
+from robust_monitor.core.certify.stats import clean_class, radius_from_p_lower, validate_alpha
 from robust_monitor.core.errors import ConfigError
 
 if TYPE_CHECKING:  # the engine (and onnxruntime) only when a caller has one
@@ -267,7 +267,7 @@ class SequentialConfig:
     start of the frame (selection included), or None for no deadline; it is checked before
     every batch, so a frame overruns it by at most one batch. ``alpha``: error level of the
     whole sequential procedure. ``n0``: selection samples; 0 selects the base model's
-    prediction on the clean frame (``stats.select_clean``), which costs no samples and keeps
+    prediction on the clean frame (``stats.clean_class``), which costs no samples and keeps
     the guarantee. ``batch_size``: estimation samples
     per look, or None for adaptive looks (``FIRST_LOOK`` samples, then the total grows by
     ``GROWTH`` per look, capped by the engine's batch size and, under a budget, by what the
@@ -439,7 +439,7 @@ def certify_sequential(
         if clean is None:
             clean = batch
             assert batch.clean_logits is not None
-            label = int(np.argmax(select_clean(batch.clean_logits, engine.spec.num_classes)))
+            label = clean_class(batch.clean_logits, engine.spec.num_classes)
         p_lower, p_upper = cs.update(int(batch.counts[label]), size)
         # Throughput over everything a look costs (sampling and bounds), for sizing looks.
         spent_ms = (time.perf_counter() - estimation_start) * 1e3

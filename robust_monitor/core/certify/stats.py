@@ -115,6 +115,15 @@ def predict_from_counts(counts: np.ndarray, alpha: float) -> int:
     return int(order[0])
 
 
+def clean_class(clean_logits: np.ndarray, num_classes: int) -> int:
+    """The class ``n0 = 0`` selects: the base model's top class on the clean frame (see
+    ``select_clean`` for why the bound allows it)."""
+    logits = np.asarray(clean_logits).reshape(-1)
+    if logits.size != num_classes:
+        raise ModelError(f"clean logits have {logits.size} values for {num_classes} classes")
+    return int(np.argmax(logits))
+
+
 def select_clean(clean_logits: np.ndarray, num_classes: int) -> np.ndarray:
     """Selection "counts" for ``n0 = 0``: one vote for the clean frame's top class.
 
@@ -125,9 +134,6 @@ def select_clean(clean_logits: np.ndarray, num_classes: int) -> np.ndarray:
     wrong guess costs no soundness: its votes fall short and the certificate abstains. The same
     holds for whatever class ``argmax`` picks from non-finite logits: only its votes count.
     """
-    logits = np.asarray(clean_logits).reshape(-1)
-    if logits.size != num_classes:
-        raise ModelError(f"clean logits have {logits.size} values for {num_classes} classes")
     counts = np.zeros(num_classes, dtype=np.int64)
-    counts[int(np.argmax(logits))] = 1
+    counts[clean_class(clean_logits, num_classes)] = 1
     return counts
