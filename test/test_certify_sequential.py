@@ -10,6 +10,7 @@ procedure in the same setting and shows the check failing for it.
 from __future__ import annotations
 
 import math
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -20,10 +21,13 @@ from robust_monitor.core.certify.engine import SmoothingEngine
 from robust_monitor.core.certify.sequential import (
     DECISIONS,
     FIRST_LOOK,
+    FIRST_LOOK_SHARE,
     ConfidenceSequence,
     SequentialConfig,
     certify_sequential,
+    first_look_size,
     max_certifiable_radius,
+    min_unanimous_cp_n,
     min_unanimous_n,
     mixture_bounds,
     mixture_bounds_array,
@@ -43,6 +47,7 @@ R_REQUIRED = 0.25  # Phi(1) = 0.841: a threshold p_A meets at moderate sample si
 LOOSE_ALPHA = 0.1  # large, so that an invalid procedure's excess shows in a few hundred trials
 LOOKS, LOOK_SIZE, N0 = 20, 100, 64
 BELOW, ABOVE = 0.98, 1.02  # true radius t = fraction * r_required
+BANDS = (0.5 * R_REQUIRED, 0.9 * R_REQUIRED)  # lower thresholds, as the arbiter's
 
 
 def not_significantly_above(errors: int, trials: int, alpha: float) -> bool:
@@ -179,6 +184,11 @@ def test_confidence_sequence_covers_at_every_look_at_the_stated_rate(p: float) -
         ({"r_required": 0.1, "batch_size": 0}, "batch_size must be None"),
         ({"r_required": 0.1, "batch_size": True}, "batch_size must be None"),
         ({"r_required": 0.1, "max_n": 0}, "max_n .* integer >= 1"),
+        ({"r_required": 0.1, "first_look_share": 1.0}, r"first_look_share .* in \[0, 1\)"),
+        ({"r_required": 0.1, "first_look_share": -0.1}, r"first_look_share .* in \[0, 1\)"),
+        ({"r_required": 0.1, "bands": [0.05]}, "bands must be a tuple"),
+        ({"r_required": 0.1, "bands": (0.0,)}, "bands must be a tuple of finite L2 radii > 0"),
+        ({"r_required": 0.1, "bands": (math.nan,)}, "bands must be a tuple of finite"),
     ],
 )
 def test_bad_config_values_raise_config_error(kwargs: dict, message: str) -> None:
@@ -208,15 +218,25 @@ def _trial_frames(linear_setup, fraction: float, trials: int):
         yield x, label, distance
 
 
-@pytest.mark.parametrize("n0", [N0, 0], ids=["votes-select", "clean-selects"])
+@pytest.mark.parametrize(
+    ("n0", "share", "bands"),
+    [(N0, FIRST_LOOK_SHARE, ()), (0, FIRST_LOOK_SHARE, BANDS), (0, 0.0, ())],
+    ids=["votes-select", "clean-selects-bands", "sequence-only"],
+)
 def test_sequential_certificates_are_sound_below_at_and_above_the_threshold(
-    engine, linear_setup, n0: int
+    engine, linear_setup, n0: int, share: float, bands: tuple[float, ...]
 ) -> None:
     """1,000 frames: unsound certificates (radius > true radius, or the wrong class) at most
-    alpha of the time; below the threshold, 'certified' at most alpha of the time. Both with
-    Cohen's selection samples and with the clean prediction selecting (n0 = 0)."""
-    fixed = SequentialConfig(R_REQUIRED, None, LOOSE_ALPHA, n0, LOOK_SIZE, LOOKS * LOOK_SIZE)
-    adaptive = SequentialConfig(R_REQUIRED, None, LOOSE_ALPHA, n0, None, LOOKS * LOOK_SIZE)
+    alpha of the time; below the threshold, 'certified' at most alpha of the time. With
+    Cohen's selection samples and with the clean prediction selecting (n0 = 0); with alpha
+    shared between the first look's Clopper-Pearson bound and the confidence sequence, and
+    with the sequence alone; with bands decided below r_required, whose certificates the same
+    radius check covers."""
+    looks = {"first_look_share": share, "bands": bands}
+    fixed = SequentialConfig(
+        R_REQUIRED, None, LOOSE_ALPHA, n0, LOOK_SIZE, LOOKS * LOOK_SIZE, **looks
+    )
+    adaptive = SequentialConfig(R_REQUIRED, None, LOOSE_ALPHA, n0, None, LOOKS * LOOK_SIZE, **looks)
     groups = [(BELOW, 500, fixed), (1.0, 250, adaptive), (ABOVE, 250, adaptive)]
     total = unsound = certified_below = non_abstained = 0
     for fraction, trials, config in groups:
@@ -304,6 +324,62 @@ def test_far_below_the_threshold_stops_as_unreachable(engine, linear_setup) -> N
     assert result.certificate.radius < R_REQUIRED
 
 
+def test_bands_keep_a_frame_below_r_required_sampling_until_its_level_is_decided(
+    engine, linear_setup
+) -> None:
+    """At 0.6 r_required the frame cannot reach r_required; without bands it stops as soon
+    as that is shown, with whatever radius it has by then. With a band at 0.3 r_required (true
+    radius twice that) it keeps sampling until the band is certified too."""
+    x = linear_setup.frame(0.6 * R_REQUIRED)
+    plain = SequentialConfig(R_REQUIRED, alpha=0.001, n0=0, max_n=20_000)
+    banded = replace(plain, bands=(0.3 * R_REQUIRED, 2.0 * R_REQUIRED))  # 2x: above, ignored
+    quick = [certify_sequential(engine, x, plain) for _ in range(10)]
+    decided = [certify_sequential(engine, x, banded) for _ in range(10)]
+    assert all(r.decision == "unreachable" and r.bands_decided for r in quick + decided)
+    assert all(r.certificate.radius >= 0.3 * R_REQUIRED for r in decided)
+    assert all(r.certificate.radius < R_REQUIRED for r in decided)
+    assert np.mean([r.certificate.n for r in decided]) > np.mean([r.certificate.n for r in quick])
+    assert min(r.certificate.radius for r in quick) < 0.3 * R_REQUIRED  # what bands fix
+
+
+def test_an_undecided_band_is_reported_when_max_n_stops_first(engine, linear_setup) -> None:
+    # True radius at the band itself: no finite sample decides it, so max_n stops.
+    band = 0.5 * R_REQUIRED
+    config = SequentialConfig(R_REQUIRED, alpha=0.001, n0=0, max_n=600, bands=(band,))
+    result = certify_sequential(engine, linear_setup.frame(band), config)
+    assert result.decision == "max_n" and not result.bands_decided
+
+
+def test_the_first_look_bound_is_clopper_pearson_at_its_share_of_alpha(
+    engine, linear_setup
+) -> None:
+    config = SequentialConfig(R_REQUIRED, alpha=0.01, n0=0, batch_size=300, max_n=300)
+    result = certify_sequential(engine, linear_setup.frame(0.8 * R_REQUIRED), config)
+    cert = result.certificate
+    assert result.looks == 1 and cert.n == 300
+    first = clopper_pearson_lower(cert.count, cert.n, 0.01 * FIRST_LOOK_SHARE)
+    sequence = mixture_bounds(cert.count, cert.n, 0.01 * (1.0 - FIRST_LOOK_SHARE))[0]
+    assert cert.p_lower == pytest.approx(max(first, sequence), rel=1e-12)
+    assert first > sequence  # for one look the exact bound is the tighter
+
+
+@pytest.mark.parametrize("alpha", [0.0008, 0.04])
+def test_min_unanimous_cp_n_is_the_least_n_whose_bound_clears(alpha: float) -> None:
+    p = required_p(R_REQUIRED, SIGMA)
+    n = min_unanimous_cp_n(alpha, p, 10_000)
+    assert n == math.ceil(math.log(alpha) / math.log(p))  # the bound of n of n is alpha^(1/n)
+    assert clopper_pearson_lower(n, n, alpha) >= p > clopper_pearson_lower(n - 1, n - 1, alpha)
+    assert min_unanimous_cp_n(alpha, 0.9999999, 50) == 50
+
+
+def test_the_ceiling_counts_the_first_look() -> None:
+    alpha, max_n = 0.001, 60
+    sequence_only = max_certifiable_radius(SIGMA, alpha, max_n)
+    shared = max_certifiable_radius(SIGMA, alpha, max_n, FIRST_LOOK_SHARE)
+    exact = radius_from_p_lower((alpha * FIRST_LOOK_SHARE) ** (1 / max_n), SIGMA)
+    assert shared == pytest.approx(exact) and shared > sequence_only
+
+
 def test_max_n_stops_with_the_running_bound(engine, linear_setup) -> None:
     config = SequentialConfig(R_REQUIRED, alpha=0.001, n0=N0, batch_size=100, max_n=450)
     result = certify_sequential(engine, linear_setup.frame(R_REQUIRED), config)
@@ -364,7 +440,7 @@ def test_with_n0_zero_the_clean_prediction_selects_and_no_selection_samples_are_
         # One look, sized for unanimous votes: the clean pass rode along with it.
         p_required = required_p(R_REQUIRED + engine.radius_margin, SIGMA)
         assert result.looks == 1
-        assert cert.n == max(FIRST_LOOK, min_unanimous_n(0.001, p_required, config.max_n))
+        assert cert.n == first_look_size(config, p_required)
 
 
 def test_with_n0_zero_even_a_spent_budget_draws_one_look_for_the_clean_outputs(
@@ -405,6 +481,11 @@ def test_a_clear_frame_is_certified_in_one_look(engine, linear_setup) -> None:
     t = min(linear_setup.max_t, 1.2)  # p_A = Phi(t / sigma) >= Phi(4.8): unanimous votes
     result = certify_sequential(engine, linear_setup.frame(t), config)
     assert result.decision == "certified" and result.looks == 1
-    assert result.certificate.n == max(
-        FIRST_LOOK, min_unanimous_n(0.001, required_p(R_REQUIRED, SIGMA), config.max_n)
-    )
+    p_required = required_p(R_REQUIRED + engine.radius_margin, SIGMA)
+    assert result.certificate.n == first_look_size(config, p_required)
+    # The first look's Clopper-Pearson bound needs fewer unanimous votes than the sequence.
+    sequence_only = replace(config, first_look_share=0.0)
+    alone = certify_sequential(engine, linear_setup.frame(t), sequence_only)
+    assert alone.decision == "certified" and alone.looks == 1
+    assert alone.certificate.n == max(FIRST_LOOK, min_unanimous_n(0.001, p_required, 10_000))
+    assert result.certificate.n < alone.certificate.n

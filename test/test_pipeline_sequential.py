@@ -20,6 +20,7 @@ from robust_monitor.core.arbiter.policy import ArbiterPolicy, EvidenceLevel
 from robust_monitor.core.certify.certificate import ABSTAIN, Certificate
 from robust_monitor.core.certify.sequential import (
     DECISIONS,
+    FIRST_LOOK_SHARE,
     max_certifiable_radius,
     min_unanimous_n,
     required_p,
@@ -112,11 +113,11 @@ def test_invalid_sequential_settings_raise_config_error(change: dict, message: s
 
 
 def test_an_unreachable_r_required_is_refused_at_construction() -> None:
-    assert max_certifiable_radius(SIGMA, 0.001, 60) < R_REQUIRED
-    with pytest.raises(ConfigError, match="cannot be certified with max_n=60"):
+    assert max_certifiable_radius(SIGMA, 0.001, 50, FIRST_LOOK_SHARE) < R_REQUIRED
+    with pytest.raises(ConfigError, match="cannot be certified with max_n=50"):
         FramePipeline(
-            DEFAULT_MODEL, CertifyConfig(mode="sequential", max_n=60), calibration=None
-        )  # the default r_required 0.3 needs 80 unanimous samples
+            DEFAULT_MODEL, CertifyConfig(mode="sequential", max_n=50), calibration=None
+        )  # the default r_required 0.3 needs 60 unanimous samples (in the first look)
     with pytest.raises(ConfigError, match="raise max_n or lower r_required"):
         FramePipeline(
             DEFAULT_MODEL,
@@ -167,16 +168,41 @@ def test_clear_frames_are_certified_with_fewer_samples_and_the_same_class(
 
 
 def test_frames_far_below_r_required_stop_as_unreachable(
-    frames: dict[int, tuple[np.ndarray, float]], fixed: FramePipeline, sequential: FramePipeline
+    frames: dict[int, tuple[np.ndarray, float]], fixed: FramePipeline
 ) -> None:
+    unbanded = pipeline(mode="sequential", max_n=MAX_N, bands=())
     for index in HARD:
         image, stamp_s = frames[index]
         ref = fixed.process(image, stamp_s).certificate
         assert ref.radius < R_REQUIRED - 0.1, (index, ref)
-        result = sequential.process(image, stamp_s)
+        result = unbanded.process(image, stamp_s)
         assert result.decision == "unreachable", (index, result.decision, result.certificate)
         assert result.certificate.radius < R_REQUIRED
         assert result.certificate.n < MAX_N
+
+
+def test_by_default_every_arbiter_threshold_is_decided() -> None:
+    policy = ArbiterPolicy()
+    assert policy.radius_thresholds == (0.10, 0.15, 0.25, 0.30)
+    assert CertifyConfig(mode="sequential").sequential_config().bands == policy.radius_thresholds
+    assert CertifyConfig(mode="sequential", bands=(0.2,)).sequential_config().bands == (0.2,)
+
+
+def test_a_weak_frame_samples_on_until_its_arbiter_level_is_decided(
+    frames: dict[int, tuple[np.ndarray, float]], sequential: FramePipeline
+) -> None:
+    """Frame 300 (an abstention at n = 500) is shown below every threshold, so the arbiter
+    gets handover-level evidence, as from an exact radius; without the bands it stops as soon
+    as r_required is out of reach."""
+    unbanded = pipeline(mode="sequential", max_n=MAX_N, bands=())
+    image, stamp_s = frames[HARD[1]]
+    banded = sequential.process(image, stamp_s)
+    quick = unbanded.process(image, stamp_s)
+    assert banded.decision == quick.decision == "unreachable"
+    assert banded.certificate.n >= quick.certificate.n
+    # "unreachable" with bands means every band was decided; not certified at the lowest,
+    # so the frame was shown below the handover threshold.
+    assert banded.certificate.radius < ArbiterPolicy().handover_enter_radius_l2
 
 
 def test_fixed_mode_results_carry_no_sequential_details(

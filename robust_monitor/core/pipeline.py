@@ -38,11 +38,10 @@ from robust_monitor.core.arbiter.policy import ArbiterPolicy
 from robust_monitor.core.certify.certificate import ABSTAIN, Certificate
 from robust_monitor.core.certify.engine import SmoothingEngine
 from robust_monitor.core.certify.sequential import (
-    FIRST_LOOK,
     SequentialConfig,
     certify_sequential,
+    first_look_size,
     max_certifiable_radius,
-    min_unanimous_n,
     required_p,
 )
 from robust_monitor.core.certify.stats import clopper_pearson_lower, radius_from_p_lower
@@ -74,6 +73,13 @@ def default_r_required(policy: ArbiterPolicy | None = None) -> float:
     healthy in every state.
     """
     return (policy or ArbiterPolicy()).r_recover
+
+
+def default_bands(policy: ArbiterPolicy | None = None) -> tuple[float, ...]:
+    """The radii sequential certification also decides when none are given: every threshold of
+    ``policy`` (the shipped policy's when None), so that a frame stopped below ``r_required``
+    still tells the arbiter which level it is at."""
+    return (policy or ArbiterPolicy()).radius_thresholds
 
 
 def _is_real(value: object) -> bool:
@@ -108,6 +114,10 @@ class CertifyConfig:
     """Certification time budget per frame, milliseconds (selection included); None: none."""
     max_n: int = DEFAULT_MAX_N
     """Most estimation samples per frame."""
+    bands: tuple[float, ...] | None = None
+    """Radii below ``r_required`` that a frame must also be decided against before an
+    ``unreachable`` stop; None: the arbiter policy's thresholds (``default_bands``); ``()``:
+    none."""
     intra_op_threads: int = 0
     """onnxruntime intra-op threads of the engine; 0: onnxruntime's default (every core)."""
 
@@ -156,13 +166,14 @@ class CertifyConfig:
             alpha=self.alpha,
             n0=self.n0,
             max_n=int(self.max_n),
+            bands=default_bands() if self.bands is None else tuple(float(t) for t in self.bands),
         )
 
 
 def check_reachable(config: SequentialConfig, sigma: float) -> None:
     """ConfigError when ``config.r_required`` cannot be certified at ``sigma`` with ``max_n``
     samples (even if every vote agreed): no frame would ever reach it."""
-    ceiling = max_certifiable_radius(sigma, config.alpha, config.max_n)
+    ceiling = max_certifiable_radius(sigma, config.alpha, config.max_n, config.first_look_share)
     if config.r_required > ceiling:
         raise ConfigError(
             f"r_required={config.r_required:g} cannot be certified with max_n={config.max_n} "
@@ -286,7 +297,7 @@ class FramePipeline:
         c, h, w = self.engine.spec.input_shape
         grey = np.full((c, h, w), 0.5, np.float32)
         p_required = required_p(seq.r_required, self.engine.sigma)
-        need = min(max(FIRST_LOOK, min_unanimous_n(seq.alpha, p_required, seq.max_n)), seq.max_n)
+        need = first_look_size(seq, p_required)
         look = min(need, self.engine.batch_size)
         best = math.inf
         for _ in range(2):

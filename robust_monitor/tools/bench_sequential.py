@@ -46,6 +46,7 @@ import numpy as np
 from robust_monitor.assets import SAMPLE_DRIVE
 from robust_monitor.core.certify.engine import SmoothingEngine
 from robust_monitor.core.certify.sequential import (
+    FIRST_LOOK_SHARE,
     SequentialConfig,
     SequentialResult,
     certify_sequential,
@@ -150,7 +151,9 @@ def _capped_runs(
     configuration that replaces fixed-n CERTIFY without ever drawing more samples than it."""
     tried: dict[str, float] = {}
     for n in FIXED_NS:
-        if r > engine.sound_radius(max_certifiable_radius(engine.sigma, alpha, n)):
+        if r > engine.sound_radius(
+            max_certifiable_radius(engine.sigma, alpha, n, FIRST_LOOK_SHARE)
+        ):
             continue  # n unanimous votes cannot certify r: not a usable cap
         _progress(f"sequential capped at max_n = {n} on {len(frames)} frames")
         config = SequentialConfig(r_required=r, alpha=alpha, n0=seq_n0, max_n=n)

@@ -292,6 +292,22 @@ class ArbiterPolicy:
         """The certified radius (L2) a frame needs to count as healthy outside NOMINAL."""
         return self.degraded_exit_radius_l2
 
+    @property
+    def radius_thresholds(self) -> tuple[float, ...]:
+        """Every radius (L2) the arbiter compares a certificate with, ascending: the enter and
+        exit values of both levels. A sequential certifier that decides each of them gives the
+        arbiter the level it would get from an exact radius, in every state."""
+        return tuple(
+            sorted(
+                {
+                    self.handover_enter_radius_l2,
+                    self.handover_exit_radius_l2,
+                    self.degraded_enter_radius_l2,
+                    self.degraded_exit_radius_l2,
+                }
+            )
+        )
+
     def radius_level(self, radius_l2: float, current: EvidenceLevel) -> EvidenceLevel:
         """Evidence level of a radius, given the level the arbiter is at (hysteresis).
 
