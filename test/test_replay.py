@@ -419,7 +419,13 @@ def test_bad_parameter_files(
 def test_default_configuration_is_the_shipped_file() -> None:
     config = load_config()
     assert config.params_file is not None and config.params_file.name == "robust_monitor.yaml"
-    assert (config.certify.n0, config.certify.n) == (64, 500)
+    shipped = config.certify
+    assert (shipped.mode, shipped.n0, shipped.max_n, shipped.budget_ms) == (
+        "sequential",
+        0,
+        300,
+        100.0,
+    )
     assert config.policy.nominal_speed_mps == 10.0
     assert config.tick_hz == 20.0
 
@@ -466,8 +472,15 @@ def test_sequential_replay_reports_samples_and_decisions(
         assert problems == [] and back is not None and back.radius >= 0.3
         keys = {kv.key: kv.value for kv in msg.status[0].values}
         assert keys["certify_mode"] == "sequential" and keys["decision"] == "certified"
-    # Fixed mode (the default) reports its constant n and no decisions.
-    _, fixed = replay(bag, tmp_path / "fixed", params_file=fast_params, seed=4, video=False)
+    # Fixed mode reports its constant n and no decisions.
+    _, fixed = replay(
+        bag,
+        tmp_path / "fixed",
+        params_file=fast_params,
+        overrides={"certify_mode": "fixed"},
+        seed=4,
+        video=False,
+    )
     assert fixed["certification"]["mode"] == "fixed" and "decisions" not in fixed["certification"]
     assert fixed["certification"]["samples_per_frame"]["p99"] == 100
 
@@ -522,15 +535,15 @@ def test_rate_one_paces_like_the_recording(
 SAMPLE_PARAMS = """\
 /**/robust_monitor:
   ros__parameters:
-    n0: 16
-    n: 100
     provider: cpu
+    budget_ms: 0.0
 """
-"""CI settings: n = 100 (radius cap about 0.375 > degraded_exit_radius_l2 0.30, so the arbiter
-can still recover) and every 3rd frame certified (5 Hz; evidence gaps 0.2 s < stale_after_s);
-the shipped arbiter policy unchanged. At the shipped n = 500 on every frame the outcomes below
-are the same (measured: fog degrades after 1.5 s, glare asks for a handover after 1.2 s, the
-blocked view after 0.07 s; the tunnel, caught by the camera's "dim" check, degrades)."""
+"""The shipped configuration on every frame (sequential, n0 = 0, max_n = 300), with the
+shipped arbiter policy; only the 100 ms wall-clock budget is off, so that a loaded CI machine
+gets the same seeded run (on an idle 2-core CPU max_n binds first anyway). Fixed n = 500 gives
+the same outcomes below (measured: fog degrades after 1.5 s, glare asks for a handover after
+1.2 s, the blocked view after 0.07 s; the tunnel, caught by the camera's "dim" check,
+degrades)."""
 HAZARD_STATES = {"HANDOVER_REQUESTED", "MINIMAL_RISK"}
 
 
@@ -539,9 +552,7 @@ def sample_drive(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     folder = tmp_path_factory.mktemp("sample")
     params = folder / "ci.yaml"
     params.write_text(SAMPLE_PARAMS, encoding="utf-8")
-    _, summary = replay(
-        SAMPLE_BAG, folder / "report", params_file=params, every=3, seed=11, video=False
-    )
+    _, summary = replay(SAMPLE_BAG, folder / "report", params_file=params, seed=11, video=False)
     return summary
 
 
@@ -560,7 +571,8 @@ def _entries(summary: dict[str, Any], episode: dict[str, Any], states: set[str])
 def test_sample_drive_replays_whole_with_the_episode_file(sample_drive: dict[str, Any]) -> None:
     s = sample_drive
     assert s["recording"]["frames"] == 900
-    assert s["frames"] == 300 and s["every"] == 3
+    assert s["frames"] == 900 and s["every"] == 1
+    assert s["configuration"]["certify"]["mode"] == "sequential"
     assert s["recording"]["duration_s"] == pytest.approx(60.0, abs=0.1)
     assert s["recording"]["episodes_file"].endswith("episodes.yaml")
     assert [e["name"] for e in s["episodes"]][:2] == ["nominal_start", "fog"]
@@ -573,15 +585,17 @@ def test_sample_drive_replays_whole_with_the_episode_file(sample_drive: dict[str
 def test_sample_drive_nominal_episodes_stay_nominal(sample_drive: dict[str, Any]) -> None:
     """No handover request or stop starts on a clear road, and each clear stretch ends NOMINAL.
 
-    Known false alarm of the shipped model: a sign half inside the ROI (speed_limit_30 at 10.2 s)
-    gets a small radius for a few frames, and the arbiter slows (DEGRADED) for about its 1 s
-    dwell; so one short DEGRADED excursion per nominal episode is tolerated, no more.
+    Known false alarms: a sign half inside the ROI (speed_limit_30 at 10.2 s) gets a small
+    radius for a few frames, and with the shipped max_n = 300 a sign entering the ROI can sit
+    just under 0.25 for two frames (26.3, 35.4 and 50.4 s); the arbiter then slows (DEGRADED)
+    for its 1 s dwell. So one short slowdown from NOMINAL per nominal episode is tolerated, no
+    more (stepping down from a handover request into DEGRADED is recovery, not a slowdown).
     """
     for ep in sample_drive["episodes"]:
         if ep["kind"] != "nominal":
             continue
         assert _entries(sample_drive, ep, HAZARD_STATES) == [], ep["name"]
-        degraded = _entries(sample_drive, ep, {"DEGRADED"})
+        degraded = [t for t in _entries(sample_drive, ep, {"DEGRADED"}) if t["from"] == "NOMINAL"]
         assert len(degraded) <= 1, (ep["name"], degraded)
         assert ep["certified_fraction"] >= 0.9, ep["name"]
         assert ep["ood_flagged_fraction"] <= 0.05, ep["name"]

@@ -57,7 +57,9 @@ from robust_monitor.ros.qos import camera_qos, evidence_qos, latched_qos
 pytestmark = pytest.mark.ros
 
 FRAME = known_frame()
-FAST = {"sigma": 0.25, "n0": 16, "n": 64, "batch_size": 64, "provider": "cpu"}
+FAST = {
+    "sigma": 0.25, "n0": 16, "n": 64, "batch_size": 64, "provider": "cpu", "certify_mode": "fixed",
+}  # fmt: skip
 DIAGNOSTIC_KEYS = {
     "ready", "model_name", "model_sha256", "provider", "frame_rate_in_hz",
     "certification_rate_hz", "drop_rate_hz", "drop_fraction", "latency_p50_ms",
@@ -304,7 +306,7 @@ def test_diagnostics_report_health_with_the_expected_keys(
         ("bad-parameter", "parameter n0"),
         ("pinned-hash-mismatch", "does not match the pinned model_sha256"),
         ("bad-mode", "certify_mode must be one of"),
-        ("unreachable-r", "cannot be certified with max_n=10000"),
+        ("unreachable-r", "cannot be certified with max_n=300"),
     ],
 )
 def test_a_node_without_a_usable_model_publishes_error_and_no_certificates(
@@ -406,7 +408,9 @@ SEQUENTIAL = {"certify_mode": "sequential", "r_required": 0.2, "max_n": 2000}
 
 
 def test_sequential_parameters_are_declared_guarded_with_their_defaults() -> None:
-    defaults = {"certify_mode": "fixed", "r_required": 0.0, "budget_ms": 0.0, "max_n": 10_000}
+    # The shipped configuration (pipeline.SHIPPED): sequential, 100 ms budget, max_n 300.
+    defaults = {"certify_mode": "sequential", "r_required": 0.0, "budget_ms": 100.0, "max_n": 300}
+    assert SPECS["n0"].default == 0
     for name, default in defaults.items():
         spec = SPECS[name]
         assert spec.default == default and spec.tuning.value == "guarded", name
@@ -512,7 +516,12 @@ def test_settings_from_parameter_values() -> None:
     assert settings.certify.n == 32 and settings.certify.providers == "cpu"
     roi = settings_from_values({**base, "roi": [0.1, 0.2, 0.5, 0.5]}).roi
     assert roi is not None and (roi.x, roi.y, roi.width, roi.height) == (0.1, 0.2, 0.5, 0.5)
-    assert settings.certify.mode == "fixed"  # the sequential keys may be missing
+    # The sequential keys may be missing: the shipped values.
+    assert (settings.certify.mode, settings.certify.budget_ms, settings.certify.max_n) == (
+        "sequential",
+        100.0,
+        300,
+    )
     seq = settings_from_values(
         {**base, "certify_mode": "sequential", "r_required": 0.0, "budget_ms": 0.0, "max_n": 64}
     ).certify

@@ -132,7 +132,12 @@ def test_a_sequential_file_with_a_budget_still_gives_a_reproducible_run(tmp_path
     sc = parse_scenario(_short())
     assert monitor_overrides(sc, params)["budget_ms"] == 0.0
     assert monitor_overrides(sc, params, {"budget_ms": 5.0})["budget_ms"] == 5.0
-    assert "budget_ms" not in monitor_overrides(sc, None)  # fixed mode: no such key set
+    assert monitor_overrides(sc, None)["budget_ms"] == 0.0  # the shipped file is sequential too
+    fixed = tmp_path / "fixed.yaml"
+    fixed.write_text(
+        "/**/robust_monitor:\n  ros__parameters:\n    certify_mode: fixed\n", encoding="utf-8"
+    )
+    assert "budget_ms" not in monitor_overrides(sc, fixed)  # fixed mode: no such key set
     a, b = run_scenario(sc, params_file=params), run_scenario(sc, params_file=params)
     assert all(f.result.mode == "sequential" for f in a.run.frames)
     key = [(f.t_s, f.result.certificate.n, f.decision.state) for f in a.run.frames]

@@ -27,17 +27,17 @@ name                      type    default              notes
 ``qos_depth``             int     5                    [1, 100] messages; start-up only
 ``sigma``                 double  0.0                  [0, 4] model-input units, 0 = metadata;
                                                        guarded
-``n0``                    int     64                   [0, 1e6] samples, 0 = clean; guarded
+``n0``                    int     0                    [0, 1e6] samples, 0 = clean; guarded
 ``n``                     int     500                  [1, 1e7] samples; guarded
 ``alpha``                 double  0.001                [1e-12, 0.5]; guarded
 ``batch_size``            int     500                  [1, 1e5] samples; guarded
 ``provider``              str     auto                 auto | cpu,cuda,tensorrt; guarded
-``certify_mode``          str     fixed                fixed | sequential; guarded
+``certify_mode``          str     sequential           fixed | sequential; guarded
 ``r_required``            double  0.0                  [0, 10] L2 radius, sequential; 0 = the
                                                        arbiter policy's r_recover; guarded
-``budget_ms``             double  0.0                  [0, 60000] ms per frame, sequential;
+``budget_ms``             double  100.0                [0, 60000] ms per frame, sequential;
                                                        0 = no deadline; guarded
-``max_n``                 int     10000                [1, 1e7] samples, sequential; guarded
+``max_n``                 int     300                  [1, 1e7] samples, sequential; guarded
 ``roi``                   double  unset                [x, y, w, h] fractions; unset/empty =
                           array                        metadata; guarded
 ``diagnostics_period_s``  double  1.0                  [0.05, 60] s; changeable at run time
@@ -112,8 +112,8 @@ from robust_monitor.core.certify.model import sha256_file
 from robust_monitor.core.errors import ConfigError, InputError, ModelError, RobustMonitorError
 from robust_monitor.core.imaging.preprocess import Roi
 from robust_monitor.core.pipeline import (
-    DEFAULT_MAX_N,
     MODES,
+    SHIPPED,
     CertifyConfig,
     FramePipeline,
     check_reachable,
@@ -147,7 +147,7 @@ WARN_THROTTLE_S = 5.0
 LATENCY_WINDOW = 200
 """Frames in the rolling window of the latency percentiles."""
 STOP_TIMEOUT_S = 10.0
-_DEFAULTS = CertifyConfig()
+_DEFAULTS = SHIPPED
 OK, WARN, ERROR = (
     bytes(DiagnosticStatus.OK),
     bytes(DiagnosticStatus.WARN),
@@ -271,7 +271,7 @@ PARAMETERS: tuple[ParamSpec, ...] = (
     ParamSpec(
         "n",
         _DEFAULTS.n,
-        "Noisy samples that estimate p_lower, per frame (samples).",
+        "Fixed mode: noisy samples that estimate p_lower, per frame (samples).",
         Tuning.GUARDED,
         int_range(1, 10_000_000),
     ),
@@ -302,9 +302,10 @@ PARAMETERS: tuple[ParamSpec, ...] = (
     ParamSpec(
         "certify_mode",
         _DEFAULTS.mode,
-        "Certification mode: fixed (n0 + n samples per frame, Cohen's CERTIFY) or sequential "
-        "(estimation samples in looks; stops once radius >= r_required is certified or shown "
-        "unreachable, budget_ms is spent or max_n samples are drawn; n is not used).",
+        "Certification mode: sequential (estimation samples in looks; stops once the radius is "
+        "decided against r_required and the arbiter's other thresholds, budget_ms is spent or "
+        "max_n samples are drawn; n is not used) or fixed (n0 + n samples per frame, Cohen's "
+        "CERTIFY).",
         Tuning.GUARDED,
         constraints=" | ".join(MODES),
         check=_check_choice("certify_mode", MODES),
@@ -322,7 +323,7 @@ PARAMETERS: tuple[ParamSpec, ...] = (
     ),
     ParamSpec(
         "budget_ms",
-        0.0,
+        float(_DEFAULTS.budget_ms or 0.0),
         "Sequential mode: certification time budget per frame, in milliseconds (selection "
         "included; overrun by at most one batch); 0: no deadline. Keep it below the camera "
         "period: the node certifies the newest frame and drops those that arrive meanwhile.",
@@ -332,7 +333,7 @@ PARAMETERS: tuple[ParamSpec, ...] = (
     ),
     ParamSpec(
         "max_n",
-        DEFAULT_MAX_N,
+        _DEFAULTS.max_n,
         "Sequential mode: most estimation samples per frame (samples); it caps the radius that "
         "can be certified.",
         Tuning.GUARDED,

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from robust_monitor.core.imaging.preprocess import Roi
-from robust_monitor.core.pipeline import DEFAULT_MAX_N, CertifyConfig
+from robust_monitor.core.pipeline import SHIPPED, CertifyConfig
 
 
 @dataclass(frozen=True, slots=True)
@@ -30,16 +30,16 @@ def build_settings(values: Mapping[str, Any]) -> MonitorSettings:
     """Parameter values (already checked, defaults filled in) -> MonitorSettings.
 
     ``sigma`` 0 takes the model metadata's; an empty or unset ``roi`` takes the metadata's ROI.
-    The sequential keys may be missing (fixed mode): ``certify_mode`` (``fixed``),
-    ``r_required`` (0 or unset: the arbiter policy's, ``pipeline.default_r_required``),
-    ``budget_ms`` (0 or unset: no deadline) and ``max_n``. The dataclasses' own checks still
-    apply (ConfigError).
+    The sequential keys may be missing and then take the shipped values
+    (``pipeline.SHIPPED``): ``certify_mode``, ``budget_ms`` (0: no deadline) and ``max_n``;
+    ``r_required`` 0 or unset is the arbiter policy's (``pipeline.default_r_required``). The
+    dataclasses' own checks still apply (ConfigError).
     """
     sigma = float(values["sigma"])
     roi_values = list(values.get("roi") or [])
     # 0 is the "not set" sentinel; any other value (negative included) goes to the checks.
     r_required = float(values.get("r_required") or 0.0)
-    budget_ms = float(values.get("budget_ms") or 0.0)
+    budget_ms = float(values.get("budget_ms", SHIPPED.budget_ms) or 0.0)
     mode, max_n = values.get("certify_mode"), values.get("max_n")
     config = CertifyConfig(
         sigma=sigma if sigma > 0.0 else None,
@@ -48,10 +48,10 @@ def build_settings(values: Mapping[str, Any]) -> MonitorSettings:
         alpha=float(values["alpha"]),
         batch_size=int(values["batch_size"]),
         providers=str(values["provider"]),
-        mode="fixed" if mode is None else str(mode),
+        mode=SHIPPED.mode if mode is None else str(mode),
         r_required=None if r_required == 0.0 else r_required,
         budget_ms=None if budget_ms == 0.0 else budget_ms,
-        max_n=DEFAULT_MAX_N if max_n is None else int(max_n),
+        max_n=SHIPPED.max_n if max_n is None else int(max_n),
     )
     roi = Roi(*(float(v) for v in roi_values)) if roi_values else None
     pinned = str(values.get("model_sha256") or "").strip().lower()

@@ -92,7 +92,7 @@ from robust_monitor.core.errors import ConfigError
 from robust_monitor.core.imaging.preprocess import Roi
 from robust_monitor.core.ood.verdict import OodLevel
 from robust_monitor.core.pipeline import (
-    DEFAULT_MAX_N,
+    SHIPPED,
     CertifyConfig,
     FramePipeline,
     default_calibration_path,
@@ -216,7 +216,7 @@ def _monitor_defaults() -> dict[str, Any]:
     try:
         from robust_monitor.ros.monitor_node import ALLOW_RUNTIME_TUNING, PARAMETERS
     except ImportError:
-        d = CertifyConfig()
+        d = SHIPPED
         return {
             "model_path": str(DEFAULT_MODEL),
             "model_sha256": "",
@@ -232,8 +232,8 @@ def _monitor_defaults() -> dict[str, Any]:
             "provider": d.providers,
             "certify_mode": d.mode,
             "r_required": 0.0,
-            "budget_ms": 0.0,
-            "max_n": DEFAULT_MAX_N,
+            "budget_ms": float(d.budget_ms or 0.0),
+            "max_n": d.max_n,
             "roi": None,
             "diagnostics_period_s": 1.0,
             "allow_runtime_tuning": False,

@@ -124,8 +124,8 @@ def monitor_overrides(
         scenario_values["batch_size"] = max(c.n0, c.n)
     else:
         # A simulation is judged on simulated time, and a seeded run must give the same
-        # timeline on any machine: no wall-clock deadline (the shipped file's 33 ms budget is
-        # for a vehicle). An explicit budget_ms override still applies.
+        # timeline on any machine: no wall-clock deadline (the shipped file's 100 ms budget
+        # is for a vehicle). An explicit budget_ms override still applies.
         scenario_values["budget_ms"] = 0.0
     return {**scenario_values, **given}
 

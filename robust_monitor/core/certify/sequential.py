@@ -485,14 +485,7 @@ def certify_sequential(
     """
     start = time.perf_counter()
     sigma = engine.sigma
-    # The lattice margin (engine.py) comes off every radius, so certify r_required + margin.
-    p_required = required_p(config.r_required + engine.radius_margin, sigma)
-    p_bands = sorted(
-        {required_p(t + engine.radius_margin, sigma) for t in config.bands if t < config.r_required}
-    )
-    ceiling = engine.sound_radius(
-        max_certifiable_radius(sigma, config.alpha, config.max_n, config.first_look_share)
-    )
+    p_required, p_bands, ceiling = _targets(config, sigma, engine.radius_margin)
     if config.r_required > ceiling:
         raise ConfigError(
             f"r_required={config.r_required} cannot be certified with max_n={config.max_n} "
@@ -576,7 +569,23 @@ def certify_sequential(
     )
 
 
-def _bands_decided(p_bands: list[float], p_lower: float, p_upper: float) -> bool:
+@functools.lru_cache(maxsize=64)
+def _targets(
+    config: SequentialConfig, sigma: float, margin: float
+) -> tuple[float, tuple[float, ...], float]:
+    """``(p_required, p_bands, ceiling)`` of a configuration: the same for every frame, so
+    worked out once (scipy's distribution functions cost a noticeable share of a clear
+    frame's time). The lattice margin (engine.py) comes off every radius, so each radius is
+    certified with the margin on top; the ceiling is a radius after the margin."""
+    p_required = required_p(config.r_required + margin, sigma)
+    p_bands = tuple(
+        sorted({required_p(t + margin, sigma) for t in config.bands if t < config.r_required})
+    )
+    best = max_certifiable_radius(sigma, config.alpha, config.max_n, config.first_look_share)
+    return p_required, p_bands, max(0.0, best - margin)
+
+
+def _bands_decided(p_bands: tuple[float, ...], p_lower: float, p_upper: float) -> bool:
     """Each band's probability is either certified (``p_lower`` at or above it, with
     ``p_lower >= 1/2`` as a certificate needs) or ruled out (``p_upper`` below it)."""
     return all((p_lower >= p and p_lower >= 0.5) or p_upper < p for p in p_bands)
