@@ -88,7 +88,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-ar
         type=int,
         default=0,
         help="--sequential: the sequential mode's selection samples (default 0: the clean "
-        "prediction selects; the fixed mode keeps the node's 64 votes, Cohen's CERTIFY)",
+        "prediction selects; the fixed mode keeps 64 votes, Cohen's CERTIFY)",
     )
     parser.add_argument(
         "--fuzz",
@@ -367,6 +367,16 @@ def run(args: argparse.Namespace) -> int:
             args.samples,
             args.seed,
         )
+        from robust_monitor.core.certify.placement import profile_placement
+
+        placement = profile_placement(args.model, args.sigma, providers=args.provider)
+        # Every node of the smoothing graph should run on the session's provider: on a GPU,
+        # nothing but the frame goes in and nothing but counts come out.
+        report["placement"] = {
+            "provider": placement.provider,
+            "nodes_per_provider": placement.counts(),
+            "off_provider": placement.off_provider(),
+        }
         report["certify_latency"] = bench_latency(
             args.model,
             args.sigma,
@@ -431,6 +441,12 @@ def run(args: argparse.Namespace) -> int:
         )
         for key, value in report["certify_latency"].items():
             print(f"latency {key}: p50 {value['p50_ms']} ms, p99 {value['p99_ms']} ms")
+        where = report["placement"]
+        off = where["off_provider"]
+        print(
+            f"placement: {where['nodes_per_provider']}; "
+            + (f"{len(off)} node(s) off {where['provider']}: {off}" if off else "none off it")
+        )
     if "soak" in report and not args.json:
         soak = report["soak"]
         lat, frames = soak["latency_ms"], soak["frames"]

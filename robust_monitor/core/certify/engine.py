@@ -19,6 +19,7 @@ seed space is about 2^31; fine for statistics, not a cryptographic secret.
 from __future__ import annotations
 
 import math
+import os
 import secrets
 import time
 from collections.abc import Sequence
@@ -42,6 +43,7 @@ from robust_monitor.core.certify.graph import (
     build_smoothing_graph,
 )
 from robust_monitor.core.certify.model import ModelSpec, load_model_spec, load_onnx
+from robust_monitor.core.certify.precision import PRECISIONS, to_fp16
 from robust_monitor.core.certify.stats import (
     certify_from_counts,
     predict_from_counts,
@@ -85,14 +87,66 @@ def resolve_providers(request: str | Sequence[str] = "auto") -> list[str]:
         raise ConfigError(
             f"provider(s) {missing} are not in this onnxruntime build (it has {available})"
         )
+    trt, cuda = "TensorrtExecutionProvider", "CUDAExecutionProvider"
+    if trt in names and cuda not in names and cuda in available:
+        # The random ops are kept out of TensorRT engines (provider_options); CUDA runs them,
+        # so that they do not fall through to the CPU.
+        names.insert(names.index(trt) + 1, cuda)
     if "CPUExecutionProvider" not in names:
         names.append("CPUExecutionProvider")
     return names
 
 
+RANDOM_OPS = ("RandomNormal", "RandomNormalLike", "RandomUniform", "RandomUniformLike")
+"""ONNX random operators: never compiled into a TensorRT engine (see ``provider_options``)."""
+
+
+def default_tensorrt_cache() -> Path:
+    """Where TensorRT engines are cached: ``$XDG_CACHE_HOME/robust_monitor/tensorrt`` (default
+    ``~/.cache/robust_monitor/tensorrt``)."""
+    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(base) / "robust_monitor" / "tensorrt"
+
+
+def provider_options(
+    providers: Sequence[str], *, tensorrt_cache: Path | None = None, fp16: bool = False
+) -> list[dict[str, str]]:
+    """onnxruntime provider options, one dict per provider of ``providers``.
+
+    TensorRT: engines and timing caches under ``tensorrt_cache`` (``default_tensorrt_cache``),
+    so a restart loads the built engine instead of spending minutes building it; fp16 engines
+    with ``fp16``; and the random ops excluded (``trt_op_types_to_exclude``): TensorRT builds
+    its engine from one graph and, like a replayed CUDA graph, an engine that captured a random
+    node with its seed could hand every process, or every frame, the same noise. Those nodes
+    run on CUDA (``resolve_providers`` adds it after TensorRT). CUDA and CPU: defaults.
+    """
+    out: list[dict[str, str]] = []
+    for name in providers:
+        if name == "TensorrtExecutionProvider":
+            cache = tensorrt_cache or default_tensorrt_cache()
+            out.append(
+                {
+                    "trt_engine_cache_enable": "True",
+                    "trt_engine_cache_path": str(cache),
+                    "trt_timing_cache_enable": "True",
+                    "trt_timing_cache_path": str(cache),
+                    "trt_fp16_enable": "True" if fp16 else "False",
+                    "trt_op_types_to_exclude": ",".join(RANDOM_OPS),
+                }
+            )
+        else:
+            out.append({})
+    return out
+
+
 def _noise_for(provider: str) -> str:
     """RandomNormalLike is one kernel on GPUs; on the CPU, Box-Muller is faster (graph.py)."""
     return "box_muller" if provider == "CPUExecutionProvider" else "normal"
+
+
+def _device_for(provider: str) -> str:
+    """The onnxruntime device name a provider's inputs live on."""
+    return "cuda" if provider in ("CUDAExecutionProvider", "TensorrtExecutionProvider") else "cpu"
 
 
 def short_provider(name: str) -> str:
@@ -117,6 +171,28 @@ class Samples:
     @property
     def n(self) -> int:
         return int(self.counts.sum())
+
+
+class BoundFrame:
+    """A checked frame, copied once to the execution provider's device (``SmoothingEngine.bind``).
+
+    Every graph run of the frame (selection, estimation, each sequential look) binds this one
+    device copy through onnxruntime's I/O binding, so on a GPU the frame goes to the device
+    once per frame and only the counts and the clean outputs come back.
+    """
+
+    __slots__ = ("array", "value")
+
+    def __init__(self, array: np.ndarray, value: ort.OrtValue) -> None:
+        self.array = array
+        """The frame on the host: contiguous float32 [C, H, W], checked."""
+        self.value = value
+        """The same values on the session's device."""
+
+    @property
+    def device(self) -> str:
+        """``"cpu"`` or ``"cuda"``: where the graph reads the frame from."""
+        return str(self.value.device_name()).lower()
 
 
 @dataclass(frozen=True, slots=True)
@@ -163,12 +239,29 @@ class SmoothingEngine:
         noise: str = "auto",
         intra_op_threads: int = 0,
         lattice: bool = True,
+        profile_prefix: str | Path | None = None,
+        precision: str = "fp32",
+        tensorrt_cache: str | Path | None = None,
     ) -> None:
         """``lattice``: put frame and noise on one dyadic lattice so the noisy inputs are exact
         translates in float32 (graph.py, Voracek & Hein 2023); radii then shrink by
-        ``radius_margin``. ``False`` gives the plain float32 sum, for comparison only."""
+        ``radius_margin``. ``False`` gives the plain float32 sum, for comparison only.
+        ``profile_prefix``: record onnxruntime's profile (which provider ran each node, and
+        for how long) to a JSON file with this prefix; ``end_profiling`` returns its path
+        (``placement.py`` reads it). ``precision``: ``"fp32"``, or ``"fp16"`` to run the
+        classifier in half precision (``precision.to_fp16``: noise, lattice and vote count stay
+        float32; TensorRT then builds fp16 engines). ``tensorrt_cache``: folder of TensorRT's
+        engine and timing caches (default ``default_tensorrt_cache()``)."""
         base = load_onnx(model_path)
         self.spec: ModelSpec = load_model_spec(model_path, base)
+        if precision not in PRECISIONS:
+            raise ConfigError(f"precision must be one of {list(PRECISIONS)}, got {precision!r}")
+        self.precision = precision
+        if precision == "fp16":
+            base = to_fp16(base)
+        self.tensorrt_cache = (
+            Path(tensorrt_cache) if tensorrt_cache is not None else default_tensorrt_cache()
+        )
         chosen_sigma = sigma if sigma is not None else self.spec.sigma
         if chosen_sigma is None:
             raise ConfigError(
@@ -201,6 +294,9 @@ class SmoothingEngine:
         options = ort.SessionOptions()
         options.intra_op_num_threads = int(intra_op_threads)
         options.log_severity_level = 3
+        if profile_prefix is not None:
+            options.enable_profiling = True
+            options.profile_file_prefix = str(profile_prefix)
         self.requested_providers = requested
         # With noise="auto" the graph is built for the provider asked for first; if the session
         # falls back to the CPU it is rebuilt once with the noise kind that suits the CPU.
@@ -222,6 +318,9 @@ class SmoothingEngine:
         self._outputs = [COUNTS, CLEAN_LOGITS]
         if self.spec.features_name is not None:
             self._outputs.append(CLEAN_FEATURES)
+        self.device = _device_for(self.providers[0])
+        """Where bound frames live: ``"cuda"`` for the CUDA and TensorRT providers, else
+        ``"cpu"``."""
 
     def _make_session(
         self,
@@ -232,11 +331,18 @@ class SmoothingEngine:
         providers: list[str],
     ) -> ort.InferenceSession:
         graph = build_smoothing_graph(base, self.spec, self.sigma, seed, noise, self.lattice_step)
+        extra = provider_options(
+            providers, tensorrt_cache=self.tensorrt_cache, fp16=self.precision == "fp16"
+        )
+        if "TensorrtExecutionProvider" in providers:
+            self.tensorrt_cache.mkdir(parents=True, exist_ok=True)
         # A CUDA build on a machine without CUDA libraries logs a loud error and falls back to
         # the CPU; we report the fallback ourselves (``fallback``) instead of that log line.
         ort.set_default_logger_severity(4)
         try:
-            return ort.InferenceSession(graph.SerializeToString(), options, providers=providers)
+            return ort.InferenceSession(
+                graph.SerializeToString(), options, providers=providers, provider_options=extra
+            )
         except Exception as exc:  # onnxruntime raises its own Fail/InvalidGraph types
             raise ModelError(
                 f"{self.spec.path}: onnxruntime could not load the model: {exc}"
@@ -272,23 +378,45 @@ class SmoothingEngine:
             raise InputError(f"frame values must lie in [0, 1], got min {lo:.4g}, max {hi:.4g}")
         return x
 
+    def bind(self, frame: np.ndarray | BoundFrame) -> BoundFrame:
+        """Check ``frame`` (``check_frame``) and copy it once to the session's device; a
+        ``BoundFrame`` is returned as it is. Pass the result to ``sample`` for every run of
+        the frame."""
+        if isinstance(frame, BoundFrame):
+            return frame
+        x = self.check_frame(frame)
+        return BoundFrame(x, ort.OrtValue.ortvalue_from_numpy(x, self.device, 0))
+
     # -- sampling -------------------------------------------------------------------------
     def sample(
         self,
-        frame: np.ndarray,
+        frame: np.ndarray | BoundFrame,
         num: int,
         batch_size: int | None = None,
         with_clean: bool = True,
     ) -> Samples:
         """Counts of the base classifier's votes over ``num`` fresh noisy copies of ``frame``
-        (plus the clean frame's outputs when ``with_clean``)."""
+        (plus the clean frame's outputs when ``with_clean``). ``frame``: an array, checked and
+        bound for this call, or a ``BoundFrame`` (``bind``) reused across calls."""
         bs = self.batch_size if batch_size is None else int(batch_size)
         if bs < 1:
             raise ConfigError(f"batch size must be an integer >= 1, got {batch_size!r}")
-        return self._sample_checked(self.check_frame(frame), int(num), bs, with_clean)
+        return self._sample_checked(self.bind(frame), int(num), bs, with_clean)
+
+    def _run(self, x: BoundFrame, num_noisy: int, num_clean: int) -> list[np.ndarray]:
+        """One graph run through I/O binding: the frame from its device copy, the two sizes
+        from the host (onnxruntime reads shape inputs there), the outputs back to the host."""
+        binding = self._session.io_binding()
+        binding.bind_ortvalue_input(FRAME, x.value)
+        binding.bind_cpu_input(NUM_NOISY, np.array([num_noisy], np.int64))
+        binding.bind_cpu_input(NUM_CLEAN, np.array([num_clean], np.int64))
+        for name in self._outputs:
+            binding.bind_output(name, "cpu")
+        self._session.run_with_iobinding(binding)
+        return list(binding.copy_outputs_to_cpu())
 
     def _sample_checked(
-        self, x: np.ndarray, num: int, batch_size: int, with_clean: bool = True
+        self, x: BoundFrame, num: int, batch_size: int, with_clean: bool = True
     ) -> Samples:
         if num < 1:
             raise ConfigError(f"number of samples must be >= 1, got {num}")
@@ -296,17 +424,11 @@ class SmoothingEngine:
         clean_logits: np.ndarray | None = None
         clean_features: np.ndarray | None = None
         remaining = num
-        one, zero = np.ones(1, np.int64), np.zeros(1, np.int64)
         while remaining > 0:
             this = min(batch_size, remaining)
             # Only the first run of a frame carries the clean frame (for the OOD scores).
             first = clean_logits is None and with_clean
-            feeds = {
-                FRAME: x,
-                NUM_NOISY: np.array([this], np.int64),
-                NUM_CLEAN: one if first else zero,
-            }
-            out = self._session.run(self._outputs, feeds)
+            out = self._run(x, this, 1 if first else 0)
             counts += out[0]
             if first:
                 clean_logits = np.asarray(out[1][0], dtype=np.float32)
@@ -333,7 +455,7 @@ class SmoothingEngine:
 
     def certify(
         self,
-        frame: np.ndarray,
+        frame: np.ndarray | BoundFrame,
         n0: int = 100,
         n: int = 1000,
         alpha: float = 0.001,
@@ -353,7 +475,7 @@ class SmoothingEngine:
         bs = self.batch_size if batch_size is None else int(batch_size)
         check_params(self.sigma, n0, n, alpha, bs)
         start = time.perf_counter()
-        x = self.check_frame(frame)
+        x = self.bind(frame)
         if int(n0) == 0:
             estimation = self._sample_checked(x, int(n), bs, with_clean=True)
             assert estimation.clean_logits is not None
@@ -384,7 +506,12 @@ class SmoothingEngine:
         assert selection.clean_logits is not None
         return SmoothingResult(cert, selection.clean_logits, selection.clean_features)
 
+    def end_profiling(self) -> Path:
+        """Stop onnxruntime's profiler (``profile_prefix``) and return the JSON file's path."""
+        return Path(self._session.end_profiling())
+
     def warmup(self) -> None:
         """Run the graph once so the first real frame does not pay for allocation."""
         c, h, w = self.spec.input_shape
-        self._sample_checked(np.full((c, h, w), 0.5, np.float32), min(self.batch_size, 64), 64)
+        grey = self.bind(np.full((c, h, w), 0.5, np.float32))
+        self._sample_checked(grey, min(self.batch_size, 64), 64)

@@ -492,7 +492,7 @@ def certify_sequential(
             f"samples at alpha={config.alpha} and sigma={sigma} (at most {ceiling:.4g}); "
             "raise max_n or lower r_required"
         )
-    x = engine.check_frame(frame)
+    x = engine.bind(frame)  # checked, and copied to the device once for every look
     clean: Samples | None = None
     label = -1
     rate_per_ms: float | None = None
