@@ -51,6 +51,13 @@ def test_throughput_report_has_every_contender_and_consistent_ratios(
     assert report["provider"] == "cpu"
 
 
+def test_fp16_throughput_compares_against_the_fp16_bare_model(small_cnn_path: Path) -> None:
+    report = bench_throughput(
+        small_cnn_path, 0.25, "cpu", 0, rounds=1, samples=64, seed=3, precision="fp16"
+    )
+    assert report["precision"] == "fp16" and all(v > 0 for v in report["samples_per_s"].values())
+
+
 def test_sequential_bench_compares_both_modes_on_the_sample_drive() -> None:
     from robust_monitor.assets import DEFAULT_MODEL
     from robust_monitor.tools.bench_sequential import FIXED_NS, bench_sequential

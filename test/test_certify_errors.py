@@ -89,6 +89,17 @@ def test_unknown_provider(small_cnn_path: Path) -> None:
 
 
 # --- CLI ---------------------------------------------------------------------------------------
+def test_cli_certifies_with_the_fp16_classifier(small_cnn_path: Path, tmp_path: Path) -> None:
+    np.save(tmp_path / "frame.npy", np.full((3, 64, 64), 0.5, np.float32))
+    args = ["--model", str(small_cnn_path), "--input", str(tmp_path / "frame.npy")]
+    args += ["--sigma", "0.25", "--n0", "0", "--n", "50", "--seed", "3", "--json"]
+    result = cli("certify", *args, "--precision", "fp16")
+    assert result.returncode == 0, result.stderr
+    assert json.loads(result.stdout)["n"] == 50
+    refused = cli("certify", *args, "--precision", "int8")
+    assert refused.returncode == 2 and "invalid choice: 'int8'" in refused.stderr
+
+
 def test_cli_json_one_line_per_frame(small_cnn_path: Path, tmp_path: Path) -> None:
     batch = np.random.default_rng(0).random((3, 3, 64, 64), dtype=np.float32)
     np.save(tmp_path / "batch.npy", batch)

@@ -32,14 +32,16 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import onnx
 import onnxruntime as ort
 
 from robust_monitor import __version__
 from robust_monitor.core.certify.engine import SmoothingEngine
 from robust_monitor.core.certify.graph import FRAME, NOISE_SUM, NUM_NOISY, build_noise_graph
+from robust_monitor.core.certify.precision import to_fp16
 from robust_monitor.core.certify.reference import HostReferenceSmoother
 from robust_monitor.core.errors import ConfigError
-from robust_monitor.tools.certify_cmd import add_certification_args
+from robust_monitor.tools.certify_cmd import add_certification_args, add_precision_arg
 
 BATCH_SWEEP = (32, 64, 128, 256, 512, 1024)
 
@@ -47,6 +49,7 @@ BATCH_SWEEP = (32, 64, 128, 256, 512, 1024)
 def add_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     parser = sub.add_parser("bench", help="benchmarks with JSON output")
     add_certification_args(parser)
+    add_precision_arg(parser)
     parser.add_argument("--json", action="store_true", help="print the report as JSON")
     parser.add_argument("--out", type=Path, default=None, help="also write the JSON report here")
     parser.add_argument("--rounds", type=int, default=5, help="interleaved rounds per contender")
@@ -180,14 +183,26 @@ def bench_throughput(
     rounds: int,
     samples: int,
     seed: int | None,
+    precision: str = "fp32",
 ) -> dict[str, Any]:
-    engine = SmoothingEngine(model, sigma, providers=provider, seed=seed, intra_op_threads=threads)
+    engine = SmoothingEngine(
+        model,
+        sigma,
+        providers=provider,
+        seed=seed,
+        intra_op_threads=threads,
+        precision=precision,
+    )
     spec = engine.spec
     c, h, w = spec.input_shape
     options = ort.SessionOptions()
     options.intra_op_num_threads = threads
     options.log_severity_level = 3
-    bare = ort.InferenceSession(str(model), options, providers=engine.providers)
+    # The bare model at the same precision as the smoothing graph's classifier.
+    bare_model = onnx.load(str(model))
+    if precision == "fp16":
+        bare_model = to_fp16(bare_model)
+    bare = ort.InferenceSession(bare_model.SerializeToString(), options, providers=engine.providers)
     rng = np.random.default_rng(0)
     frame = rng.random((c, h, w), dtype=np.float32)
 
@@ -244,6 +259,7 @@ def bench_throughput(
     return {
         "provider": engine.provider,
         "providers": engine.providers,
+        "precision": engine.precision,
         "noise": engine.noise,
         "batch": best,
         "batch_sweep_samples_per_s": {str(k): round(v, 1) for k, v in sweep.items()},
@@ -272,9 +288,16 @@ def bench_latency(
     batch: int,
     alpha: float,
     seed: int | None,
+    precision: str = "fp32",
 ) -> dict[str, Any]:
     engine = SmoothingEngine(
-        model, sigma, providers=provider, seed=seed, batch_size=batch, intra_op_threads=threads
+        model,
+        sigma,
+        providers=provider,
+        seed=seed,
+        batch_size=batch,
+        intra_op_threads=threads,
+        precision=precision,
     )
     engine.warmup()
     c, h, w = engine.spec.input_shape
@@ -366,6 +389,7 @@ def run(args: argparse.Namespace) -> int:
             args.rounds,
             args.samples,
             args.seed,
+            args.precision,
         )
         from robust_monitor.core.certify.placement import profile_placement
 
@@ -388,6 +412,7 @@ def run(args: argparse.Namespace) -> int:
             args.batch,
             args.alpha,
             args.seed,
+            args.precision,
         )
     if args.sequential:
         from robust_monitor.tools.bench_sequential import bench_sequential

@@ -67,6 +67,17 @@ def add_certification_args(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def add_precision_arg(parser: argparse.ArgumentParser) -> None:
+    """``--precision fp32|fp16`` (certify, bench): the classifier's arithmetic; noise and vote
+    counting stay float32 (``core/certify/precision.py``)."""
+    parser.add_argument(
+        "--precision",
+        choices=("fp32", "fp16"),
+        default="fp32",
+        help="the classifier in float32 or float16 (noise and counting stay float32)",
+    )
+
+
 def add_sequential_args(parser: argparse.ArgumentParser, *, overrides: bool = False) -> None:
     """``--mode``, ``--r-required``, ``--budget-ms``, ``--max-n`` (certify, bench, replay, sim).
 
@@ -125,6 +136,7 @@ def sequential_config(args: argparse.Namespace) -> SequentialConfig:
 def add_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     parser = sub.add_parser("certify", help="certify frames from an image file or .npy")
     add_certification_args(parser)
+    add_precision_arg(parser)
     add_sequential_args(parser)
     parser.add_argument("--input", type=Path, required=True, help="image file or .npy")
     parser.add_argument("--json", action="store_true", help="one JSON object per frame")
@@ -145,7 +157,12 @@ def run(args: argparse.Namespace) -> int:
         args.sigma if args.sigma is not None else 1.0, args.n0, args.n, args.alpha, args.batch
     )
     engine = SmoothingEngine(
-        args.model, args.sigma, batch_size=args.batch, providers=args.provider, seed=args.seed
+        args.model,
+        args.sigma,
+        batch_size=args.batch,
+        providers=args.provider,
+        seed=args.seed,
+        precision=args.precision,
     )
     if engine.fallback:
         print(f"robust-monitor certify: note: {engine.fallback}", file=sys.stderr)
