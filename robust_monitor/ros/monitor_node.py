@@ -48,13 +48,14 @@ name                      type    default              notes
 then a valid update reloads the pipeline on the worker (no certificates while it reloads) and
 an invalid one is refused with the reason.
 
-Sequential mode (``certify_mode:=sequential``, ``core/certify/sequential.py``): each frame's
-estimation samples come in looks, and sampling stops as soon as ``radius >= r_required`` is
-certified (anytime-valid bounds), shown unreachable, ``budget_ms`` is spent or ``max_n``
-samples are drawn; ``n`` is not used. ``r_required`` 0 takes the arbiter policy's ``r_recover``
-(``degraded_exit_radius_l2``, 0.3 by default: a frame certified for it counts as healthy in
-every arbiter state; set ``r_required`` to the arbiter's value if you change it). An
-``r_required`` that ``max_n`` unanimous samples cannot certify is an invalid configuration
+Sequential mode (the default, ``certify_mode:=sequential``; ``core/certify/sequential.py``):
+each frame's estimation samples come in looks, and sampling stops as soon as ``radius >=
+r_required`` is certified (anytime-valid bounds), shown unreachable (once the arbiter's other
+thresholds are decided too), ``budget_ms`` is spent or ``max_n`` samples are drawn; ``n`` is not
+used. ``r_required`` 0 takes the arbiter policy's ``r_recover`` (``degraded_exit_radius_l2``,
+0.3 by default: a frame certified for it counts as healthy in every arbiter state; set
+``r_required`` to the arbiter's value if you change it). An ``r_required`` that ``max_n``
+unanimous samples cannot certify is an invalid configuration
 (ERROR at load, or the update is refused). With a budget below the camera period the node keeps
 the camera rate: it certifies the newest frame and drops the ones that arrived meanwhile. A
 frame whose budget runs out during selection is published as an abstention with ``n`` 0. The
