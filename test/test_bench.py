@@ -51,6 +51,13 @@ def test_throughput_report_has_every_contender_and_consistent_ratios(
     assert report["provider"] == "cpu"
 
 
+def test_the_batch_sweep_stops_at_max_batch(small_cnn_path: Path) -> None:
+    report = bench_throughput(
+        small_cnn_path, 0.25, "cpu", 0, rounds=1, samples=64, seed=3, max_batch=64
+    )
+    assert set(report["batch_sweep_samples_per_s"]) == {"32", "64"} and report["batch"] <= 64
+
+
 def test_fp16_throughput_compares_against_the_fp16_bare_model(small_cnn_path: Path) -> None:
     report = bench_throughput(
         small_cnn_path, 0.25, "cpu", 0, rounds=1, samples=64, seed=3, precision="fp16"
