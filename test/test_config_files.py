@@ -30,9 +30,9 @@ CONFIG = Path(__file__).resolve().parents[1] / "config"
 DEFAULTS = CONFIG / "robust_monitor.yaml"
 PRESETS = ("carla", "gazebo")
 ROS_PARAMETERS = "ros__parameters"
-NOT_IN_FILE = {"model_path", "roi"}
+NOT_IN_FILE = {"model_path", "roi", "bands_l2"}
 """Monitor parameters whose default cannot be written in a file (a path inside the installed
-package; unset); the file documents them in comments."""
+package; unset arrays); the file documents them in comments."""
 RCLPY_OWN = {"use_sim_time", "start_type_description_service"}
 
 

@@ -459,6 +459,7 @@ def test_sequential_replay_reports_samples_and_decisions(
         2000.0,
         3000,
     )
+    assert configured["bands"] == [0.10, 0.15, 0.25, 0.30]  # the file's (shipped) policy
     assert summary["configuration"]["monitor_overrides"]["certify_mode"] == "sequential"
     assert "decisions: certified 6, unreachable 0, budget 0, max_n 0" in stdout
     assert f"mean {samples['mean']:.0f}, p99 {samples['p99']:.0f}" in stdout
@@ -494,8 +495,9 @@ def test_the_params_file_sets_the_mode_and_the_flags_override_it(tmp_path: Path)
         encoding="utf-8",
     )
     c = load_config(params).certify
-    # r_required unset: the same file's arbiter policy's r_recover.
+    # r_required unset: the same file's arbiter policy's r_recover; the bands its thresholds.
     assert (c.mode, c.r_required, c.budget_ms, c.max_n) == ("sequential", 0.35, 25.0, 4000)
+    assert c.bands == (0.10, 0.15, 0.25, 0.35)
     c = load_config(params, overrides={"r_required": 0.28, "budget_ms": 0.0}).certify
     assert (c.r_required, c.budget_ms) == (0.28, None)  # 0: no deadline
     assert load_config(params, overrides={"certify_mode": "fixed"}).certify.r_required is None

@@ -416,6 +416,8 @@ def test_sequential_parameters_are_declared_guarded_with_their_defaults() -> Non
         assert spec.default == default and spec.tuning.value == "guarded", name
         assert spec.description.startswith(("Certification mode", "Sequential mode")), name
     assert "0 takes the arbiter policy's r_recover" in SPECS["r_required"].description
+    assert SPECS["bands_l2"].tuning.value == "guarded"
+    assert "[0.1, 0.15, 0.25, 0.3]" in SPECS["bands_l2"].description
     assert "0: no deadline" in SPECS["budget_ms"].description
     assert "max_n" in SPECS["allow_runtime_tuning"].description
 
@@ -423,10 +425,11 @@ def test_sequential_parameters_are_declared_guarded_with_their_defaults() -> Non
 def test_sequential_mode_publishes_certificates_with_the_decision(
     harness: RosHarness, small_cnn_path: Path
 ) -> None:
-    rig = start(harness, small_cnn_path, **SEQUENTIAL, budget_ms=500.0)
-    for name in SEQUENTIAL:
+    rig = start(harness, small_cnn_path, **SEQUENTIAL, budget_ms=500.0, bands_l2=[0.1])
+    for name in (*SEQUENTIAL, "bands_l2"):
         described = rig.monitor.describe_parameter(name)
         assert described.read_only and "allow_runtime_tuning" in described.description, name
+    assert rig.monitor.get_parameter("bands_l2").value == [0.1]
     assert rig.monitor.describe_parameter("max_n").integer_range[0].from_value == 1
     assert rig.monitor.describe_parameter("budget_ms").floating_point_range[0].from_value == 0.0
     refused = _set(rig, certify_mode="fixed")
@@ -530,6 +533,9 @@ def test_settings_from_parameter_values() -> None:
         {**base, "certify_mode": "sequential", "r_required": 0.2, "budget_ms": 30.0, "max_n": 64}
     ).certify
     assert (seq.r_required, seq.budget_ms) == (0.2, 30.0)
+    assert seq.bands is None  # unset: the arbiter policy's thresholds
+    banded = settings_from_values({**base, "bands_l2": [0.12, 0.2]}).certify
+    assert banded.bands == (0.12, 0.2) and banded.sequential_config().bands == (0.12, 0.2)
     for change, reason in (
         ({"roi": [0.1, 0.2]}, "roi must be empty or"),
         ({"provider": "cpu,gpu"}, "provider"),
@@ -542,6 +548,7 @@ def test_settings_from_parameter_values() -> None:
         ({"budget_ms": -1.0}, "budget_ms must be in"),
         ({"max_n": 0}, "max_n must be in"),
         ({"max_n": 10.0}, "max_n must be an integer"),
+        ({"bands_l2": [0.1, -0.2]}, "bands_l2 must hold L2 radii in"),
     ):
         with pytest.raises(ConfigError, match=reason):
             settings_from_values({**base, **change})

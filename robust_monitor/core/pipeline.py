@@ -147,6 +147,15 @@ class CertifyConfig:
             raise ConfigError(f"max_n must be an integer >= 1, got {self.max_n!r}")
         if self.max_n < 1:
             raise ConfigError(f"max_n must be an integer >= 1, got {self.max_n!r}")
+        bands = self.bands
+        if bands is not None and not (
+            isinstance(bands, (tuple, list))
+            and all(_is_real(t) and math.isfinite(t) and t > 0 for t in bands)
+        ):
+            raise ConfigError(
+                f"bands must be None (the arbiter policy's thresholds) or finite L2 radii > 0, "
+                f"got {bands!r}"
+            )
         threads = self.intra_op_threads
         if isinstance(threads, bool) or not isinstance(threads, numbers.Integral) or threads < 0:
             raise ConfigError(f"intra_op_threads must be an integer >= 0, got {threads!r}")

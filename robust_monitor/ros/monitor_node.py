@@ -38,6 +38,8 @@ name                      type    default              notes
 ``budget_ms``             double  100.0                [0, 60000] ms per frame, sequential;
                                                        0 = no deadline; guarded
 ``max_n``                 int     300                  [1, 1e7] samples, sequential; guarded
+``bands_l2``              double  unset                L2 radii, sequential; unset/empty = the
+                          array                        arbiter policy's thresholds; guarded
 ``roi``                   double  unset                [x, y, w, h] fractions; unset/empty =
                           array                        metadata; guarded
 ``diagnostics_period_s``  double  1.0                  [0.05, 60] s; changeable at run time
@@ -86,6 +88,7 @@ the steady clock so health reports continue when a simulated clock stalls.
 
 from __future__ import annotations
 
+import math
 import threading
 import time
 from collections import deque
@@ -118,6 +121,7 @@ from robust_monitor.core.pipeline import (
     CertifyConfig,
     FramePipeline,
     check_reachable,
+    default_bands,
     default_r_required,
 )
 from robust_monitor.ros import contract
@@ -191,6 +195,13 @@ def _check_roi(value: list[float]) -> str | None:
         Roi(*(float(v) for v in value))
     except ConfigError as exc:
         return str(exc)
+    return None
+
+
+def _check_bands(value: list[float]) -> str | None:
+    bad = [v for v in value if not (isinstance(v, float) and math.isfinite(v) and 0.0 < v <= 10.0)]
+    if bad:
+        return f"bands_l2 must hold L2 radii in (0, 10], got {bad}"
     return None
 
 
@@ -341,6 +352,17 @@ PARAMETERS: tuple[ParamSpec, ...] = (
         int_range(1, 10_000_000),
     ),
     ParamSpec(
+        "bands_l2",
+        Parameter.Type.DOUBLE_ARRAY,
+        "Sequential mode: further certified L2 radii (model-input units) a frame that cannot "
+        "reach r_required is decided against before it stops, so the arbiter gets its level "
+        "at each of its thresholds; unset or empty takes the shipped arbiter policy's "
+        f"thresholds {list(default_bands())}; set them to the arbiter's if you change those.",
+        Tuning.GUARDED,
+        constraints="empty, or radii in (0, 10]",
+        check=_check_bands,
+    ),
+    ParamSpec(
         "roi",
         Parameter.Type.DOUBLE_ARRAY,
         "Region of interest [x, y, width, height] as fractions of the frame (unitless, "
@@ -361,7 +383,8 @@ ALLOW_RUNTIME_TUNING = ParamSpec(
     "allow_runtime_tuning",
     False,
     "Allow the safety parameters (model_path, model_sha256, sigma, n0, n, alpha, batch_size, "
-    "provider, certify_mode, r_required, budget_ms, max_n, roi) to change while running.",
+    "provider, certify_mode, r_required, budget_ms, max_n, bands_l2, roi) to change while "
+    "running.",
     Tuning.STARTUP,
 )
 SPECS = by_name((ALLOW_RUNTIME_TUNING, *PARAMETERS))

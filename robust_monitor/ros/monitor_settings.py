@@ -32,11 +32,13 @@ def build_settings(values: Mapping[str, Any]) -> MonitorSettings:
     ``sigma`` 0 takes the model metadata's; an empty or unset ``roi`` takes the metadata's ROI.
     The sequential keys may be missing and then take the shipped values
     (``pipeline.SHIPPED``): ``certify_mode``, ``budget_ms`` (0: no deadline) and ``max_n``;
-    ``r_required`` 0 or unset is the arbiter policy's (``pipeline.default_r_required``). The
-    dataclasses' own checks still apply (ConfigError).
+    ``r_required`` 0 or unset is the arbiter policy's (``pipeline.default_r_required``), and an
+    unset or empty ``bands_l2`` its thresholds (``pipeline.default_bands``). The dataclasses'
+    own checks still apply (ConfigError).
     """
     sigma = float(values["sigma"])
     roi_values = list(values.get("roi") or [])
+    band_values = list(values.get("bands_l2") or [])
     # 0 is the "not set" sentinel; any other value (negative included) goes to the checks.
     r_required = float(values.get("r_required") or 0.0)
     budget_ms = float(values.get("budget_ms", SHIPPED.budget_ms) or 0.0)
@@ -52,6 +54,7 @@ def build_settings(values: Mapping[str, Any]) -> MonitorSettings:
         r_required=None if r_required == 0.0 else r_required,
         budget_ms=None if budget_ms == 0.0 else budget_ms,
         max_n=SHIPPED.max_n if max_n is None else int(max_n),
+        bands=tuple(float(v) for v in band_values) if band_values else None,
     )
     roi = Roi(*(float(v) for v in roi_values)) if roi_values else None
     pinned = str(values.get("model_sha256") or "").strip().lower()

@@ -95,6 +95,7 @@ from robust_monitor.core.pipeline import (
     SHIPPED,
     CertifyConfig,
     FramePipeline,
+    default_bands,
     default_calibration_path,
     default_r_required,
 )
@@ -255,7 +256,8 @@ def load_config(
 
     ``overrides`` are monitor parameters (``n0``, ``n``, ``model_path``, ``certify_mode``,
     ...) applied over the file. In sequential mode an unset ``r_required`` becomes the file's
-    arbiter policy's (``default_r_required(policy)``). Raises ConfigError naming the file and
+    arbiter policy's (``default_r_required(policy)``), and the bands that policy's thresholds
+    (``default_bands(policy)``). Raises ConfigError naming the file and
     the key for anything invalid.
     """
     path = Path(params_file) if params_file is not None else default_params_file()
@@ -300,6 +302,9 @@ def load_config(
         raise ConfigError(f"{path}: {ARBITER_NODE}: {exc}") from exc
     if certify.sequential and certify.r_required is None:
         certify = dataclasses.replace(certify, r_required=default_r_required(policy))
+    if certify.sequential and certify.bands is None:
+        # The thresholds the same file's arbiter compares radii with, as for r_required.
+        certify = dataclasses.replace(certify, bands=default_bands(policy))
     tick_hz = arbiter_given.get("publish_rate_hz", DEFAULT_TICK_HZ)
     if (
         isinstance(tick_hz, bool)
@@ -855,6 +860,9 @@ def build_summary(
                 "r_required": cfg.certify.r_required if cfg.certify.sequential else None,
                 "budget_ms": cfg.certify.budget_ms if cfg.certify.sequential else None,
                 "max_n": cfg.certify.max_n if cfg.certify.sequential else None,
+                "bands": list(cfg.certify.bands)
+                if cfg.certify.sequential and cfg.certify.bands is not None
+                else None,
                 "roi": None
                 if cfg.roi is None
                 else [cfg.roi.x, cfg.roi.y, cfg.roi.width, cfg.roi.height],
