@@ -501,7 +501,10 @@ def test_the_params_file_sets_the_mode_and_the_flags_override_it(tmp_path: Path)
     c = load_config(params, overrides={"r_required": 0.28, "budget_ms": 0.0}).certify
     assert (c.r_required, c.budget_ms) == (0.28, None)  # 0: no deadline
     assert load_config(params, overrides={"certify_mode": "fixed"}).certify.r_required is None
-    assert load_config(params, seed=3).certify.max_n == 4000  # a seed keeps the mode's fields
+    seeded = load_config(params, seed=3).certify
+    assert seeded.max_n == 4000  # a seed keeps the mode's fields, not its wall-clock budget
+    assert seeded.budget_ms is None and load_config(params).certify.budget_ms == 25.0
+    assert load_config(params, overrides={"budget_ms": 25.0}, seed=3).certify.budget_ms == 25.0
     with pytest.raises(ConfigError, match="certify_mode"):
         load_config(params, overrides={"certify_mode": "Fixed"})
 

@@ -156,7 +156,7 @@ def test_one_process_certifies_frames_and_the_arbiter_reacts(
         camera.stop()
         assert proc.poll() is None, "the process exited on its own"
         proc.send_signal(signal.SIGINT)
-        assert proc.wait(timeout=15.0) == 0
+        assert proc.wait(timeout=15.0) == 0, lines[-30:]
     finally:
         if camera is not None:
             camera.stop()

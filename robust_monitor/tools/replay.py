@@ -257,8 +257,9 @@ def load_config(
     ``overrides`` are monitor parameters (``n0``, ``n``, ``model_path``, ``certify_mode``,
     ...) applied over the file. In sequential mode an unset ``r_required`` becomes the file's
     arbiter policy's (``default_r_required(policy)``), and the bands that policy's thresholds
-    (``default_bands(policy)``). Raises ConfigError naming the file and
-    the key for anything invalid.
+    (``default_bands(policy)``). With a ``seed`` a sequential file's ``budget_ms`` is dropped
+    (a seeded run must not depend on the machine's speed) unless ``overrides`` sets it. Raises
+    ConfigError naming the file and the key for anything invalid.
     """
     path = Path(params_file) if params_file is not None else default_params_file()
     try:
@@ -294,6 +295,11 @@ def load_config(
         raise ConfigError(f"{path}: {MONITOR_NODE}: {exc}") from exc
     if seed is not None:
         certify = dataclasses.replace(certify, seed=seed)
+        if certify.sequential and "budget_ms" not in dict(overrides or {}):
+            # A seed asks for a reproducible run, and a wall-clock deadline is not one: how
+            # often it binds depends on the machine and its load (fleet workers share cores).
+            # The file's budget is dropped; an explicit budget_ms override still applies.
+            certify = dataclasses.replace(certify, budget_ms=None)
     try:
         policy = ArbiterPolicy.from_mapping(
             {k: v for k, v in arbiter_given.items() if k in policy_keys}
