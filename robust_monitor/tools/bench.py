@@ -400,11 +400,7 @@ def run(args: argparse.Namespace) -> int:
         placement = profile_placement(args.model, args.sigma, providers=args.provider)
         # Every node of the smoothing graph should run on the session's provider: on a GPU,
         # nothing but the frame goes in and nothing but counts come out.
-        report["placement"] = {
-            "provider": placement.provider,
-            "nodes_per_provider": placement.counts(),
-            "off_provider": placement.off_provider(),
-        }
+        report["placement"] = placement.report()
         report["certify_latency"] = bench_latency(
             args.model,
             args.sigma,

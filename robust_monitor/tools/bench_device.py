@@ -140,12 +140,7 @@ def bench_device(
                     "ratio_smoothing_over_noise_bound",
                 )
             }
-            where_run = profile_placement(path, SIGMA, providers=provider, num=32)
-            placement[name] = {
-                "provider": where_run.provider,
-                "nodes_per_provider": where_run.counts(),
-                "off_provider": where_run.off_provider(),
-            }
+            placement[name] = profile_placement(path, SIGMA, providers=provider, num=32).report()
 
         _progress(f"resnet_cifar: CERTIFY with n0 = 100, n = {certify_n:,}")
         engine = SmoothingEngine(

@@ -48,6 +48,14 @@ class Placement:
         """Nodes per provider."""
         return dict(Counter(where for _, where in self.nodes.values()))
 
+    def report(self) -> dict[str, object]:
+        """For a JSON report: the session's provider, nodes per provider, the nodes off it."""
+        return {
+            "provider": self.provider,
+            "nodes_per_provider": self.counts(),
+            "off_provider": self.off_provider(),
+        }
+
 
 def parse_profile(events: Sequence[Mapping[str, object]], provider: str) -> Placement:
     """A ``Placement`` from onnxruntime's profile events (the JSON list it writes): each
