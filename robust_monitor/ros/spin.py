@@ -29,6 +29,7 @@ context is still valid is a real failure and propagates.
 from __future__ import annotations
 
 import contextlib
+import faulthandler
 import signal
 import threading
 from collections.abc import Callable, Sequence
@@ -39,6 +40,8 @@ from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
 from rclpy.node import Node
 
 STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
+SHUTDOWN_DUMP_S = 10.0
+"""A stop still running after this long prints every thread's stack to stderr (faulthandler)."""
 """Ctrl-C, and SIGTERM (systemd, docker stop, launch's escalation): both stop the nodes."""
 
 
@@ -77,9 +80,13 @@ def run_nodes(
             raise  # the context is valid: a real failure, not the stop racing the executor
     finally:
         _install(requests)  # whatever rclpy left in place: from here on a signal only counts
+        # A stop that hangs (a launcher kills the node after 15 s) leaves every thread's stack
+        # on stderr first, so the log says where it hung.
+        faulthandler.dump_traceback_later(SHUTDOWN_DUMP_S, exit=False)
         for node in reversed(nodes):
             node.destroy_node()
         rclpy.try_shutdown()
+        faulthandler.cancel_dump_traceback_later()
         # Ignored, not counted, until the process is gone: Python resets its own handlers to the
         # default (terminate) while it finalizes, which would turn a late signal into exit 130.
         for signum in STOP_SIGNALS:

@@ -96,10 +96,15 @@ def run_launch(args: argparse.Namespace) -> int:
     finally:
         stop(signal.SIGINT)  # one process ended: stop the others
         deadline = time.monotonic() + 15.0
-        for process in processes:
+        for command, process in zip(commands, processes, strict=True):
             try:
                 process.wait(max(0.1, deadline - time.monotonic()))
             except subprocess.TimeoutExpired:
+                print(
+                    f"robust-monitor launch: {command[2]} did not stop within 15 s; killed",
+                    file=sys.stderr,
+                    flush=True,
+                )
                 process.kill()
                 process.wait()
     return max((abs(p.returncode or 0) for p in processes), default=0)
