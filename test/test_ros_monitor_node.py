@@ -307,6 +307,7 @@ def test_diagnostics_report_health_with_the_expected_keys(
         ("pinned-hash-mismatch", "does not match the pinned model_sha256"),
         ("bad-mode", "certify_mode must be one of"),
         ("unreachable-r", "cannot be certified with max_n=300"),
+        ("past-the-generator-period", "would not be independent"),
     ],
 )
 def test_a_node_without_a_usable_model_publishes_error_and_no_certificates(
@@ -326,6 +327,8 @@ def test_a_node_without_a_usable_model_publishes_error_and_no_certificates(
         params = {"certify_mode": "adaptive"}
     elif case == "unreachable-r":  # found when the model (its sigma) is loaded, not per frame
         params = {"certify_mode": "sequential", "r_required": 5.0}
+    elif case == "past-the-generator-period":  # the CPU generator's limit, at load time
+        params = {"certify_mode": "fixed", "n": 200_000}
     else:
         params = {"n0": -5}
     rig = start(harness, model, wait_ready=False, **params)
@@ -457,11 +460,14 @@ def test_runtime_tuning_switches_to_sequential_and_refuses_what_it_cannot_certif
 ) -> None:
     rig = start(harness, small_cnn_path, allow_runtime_tuning=True)
     for change, reason in (
+        ({"n": 200_000}, "would not be independent"),  # the CPU generator's period (fixed mode)
         ({"certify_mode": "adaptive"}, "certify_mode must be one of"),
         ({"r_required": -1.0}, "r_required"),
         ({"budget_ms": -1.0}, "budget_ms"),
         ({"max_n": 0}, "max_n"),
         ({"certify_mode": "sequential", "r_required": 5.0}, "cannot be certified"),
+        # Checked against the loaded engine, even while a reload is under way.
+        ({"certify_mode": "sequential", "max_n": 200_000}, "would not be independent"),
     ):
         refused = _set(rig, **change)
         assert not refused.successful and reason in refused.reason, (change, refused)

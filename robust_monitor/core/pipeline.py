@@ -40,6 +40,7 @@ from robust_monitor.core.certify.engine import SmoothingEngine
 from robust_monitor.core.certify.sequential import (
     SequentialConfig,
     certify_sequential,
+    check_frame_samples,
     first_look_size,
     max_certifiable_radius,
     required_p,
@@ -275,7 +276,9 @@ class FramePipeline:
         """``calibration``: a Calibration, a path to one, ``"auto"`` (the file beside the model
         if there is one) or None (camera checks only). A calibration made for another model is
         refused (ModelError). In sequential mode an ``r_required`` that ``max_n`` samples cannot
-        certify at the model's sigma is refused here (ConfigError), not at the first frame."""
+        certify at the model's sigma is refused here (ConfigError), not at the first frame, and
+        so is a sample count per frame beyond the CPU generator's period
+        (``SmoothingEngine.max_samples_per_frame``)."""
         self.config = config or CertifyConfig()
         self.engine = SmoothingEngine(
             model_path,
@@ -294,6 +297,9 @@ class FramePipeline:
         if self.config.sequential:
             self.sequential = self.config.sequential_config()
             check_reachable(self.sequential, self.engine.sigma)
+            check_frame_samples(self.engine, self.sequential)
+        else:
+            self.engine.check_certify_samples(self.config.n0, self.config.n)
         self.roi = roi if roi is not None else roi_from_metadata(self.engine.spec)
         sha = self.engine.spec.sha256
         if calibration == "auto":

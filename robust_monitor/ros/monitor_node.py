@@ -111,8 +111,9 @@ from sensor_msgs.msg import CompressedImage, Image
 from std_msgs.msg import Bool, Float32
 
 from robust_monitor.assets import DEFAULT_MODEL
-from robust_monitor.core.certify.engine import PROVIDER_ALIASES
+from robust_monitor.core.certify.engine import PROVIDER_ALIASES, SmoothingEngine
 from robust_monitor.core.certify.model import sha256_file
+from robust_monitor.core.certify.sequential import check_frame_samples
 from robust_monitor.core.errors import ConfigError, InputError, ModelError, RobustMonitorError
 from robust_monitor.core.imaging.preprocess import Roi
 from robust_monitor.core.pipeline import (
@@ -586,6 +587,8 @@ class MonitorNode(Node):
         self._state = ModelState()
         self._pending: MonitorSettings | None = None
         self._pipeline: FramePipeline | None = None
+        self._loaded_engine: tuple[str, SmoothingEngine] | None = None
+        """The providers setting and engine of the last model that loaded."""
         """Touched by the worker thread only."""
         self._previous = self._stats.snapshot()
 
@@ -747,6 +750,7 @@ class MonitorNode(Node):
             return
         engine = pipeline.engine
         self._pipeline = pipeline
+        self._loaded_engine = (settings.certify.providers, engine)
         self._set_state(
             ModelState(
                 ready=True,
@@ -847,13 +851,30 @@ class MonitorNode(Node):
 
     def _check_reachable(self, settings: MonitorSettings) -> None:
         """ConfigError when the sequential r_required cannot be certified with the loaded model's
-        sigma (when the model stays the same; a new model is checked when it loads)."""
+        sigma, or when a frame's samples would outrun the loaded engine's noise generator
+        (``SmoothingEngine.max_samples_per_frame``); checked when the model stays the same, a
+        new model is checked when it loads."""
         cfg = settings.certify
         state = self.state
-        if not cfg.sequential or state.settings is None:
+        if state.settings is None:
+            return
+        same_model = settings.model_path == state.settings.model_path
+        # The engine last loaded, also while a reload is under way: it knows the generator's
+        # limit for this model and provider.
+        loaded = self._loaded_engine
+        if loaded is not None:
+            providers, engine = loaded
+            same_engine = (
+                Path(settings.model_path).resolve() == engine.spec.path.resolve()
+                and cfg.providers == providers
+            )
+            if same_engine and cfg.sequential:
+                check_frame_samples(engine, cfg.sequential_config())
+            elif same_engine:
+                engine.check_certify_samples(cfg.n0, cfg.n, cfg.batch_size)
+        if not cfg.sequential:
             return
         sigma = cfg.sigma
-        same_model = settings.model_path == state.settings.model_path
         if sigma is None and same_model:
             sigma = state.sigma
         if sigma is not None:

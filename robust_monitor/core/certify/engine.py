@@ -12,8 +12,12 @@ Noise is unpredictable by default: the graph's random ops are seeded from the op
 system's entropy source once per engine (``secrets``). A fixed seed is used only when a caller
 passes one (tests, reproducible experiments). Exposure (see README, "Noise and seeds"):
 onnxruntime's CPU random kernels use ``std::default_random_engine`` (a 31-bit linear
-congruential generator in libstdc++) and take the seed as a float attribute, so the effective
-seed space is about 2^31; fine for statistics, not a cryptographic secret.
+congruential generator in libstdc++, ``minstd_rand0``) and take the seed as a float32
+attribute, so an engine's seed carries about 25 bits of entropy: fine for statistics, not a
+cryptographic secret. The generator's period (``CPU_GENERATOR_PERIOD``, 2^31 - 2 uniforms) also
+caps the samples of one frame on the CPU: past it the noise repeats within the frame and the
+samples are no longer independent, so the engine refuses such a frame
+(``SmoothingEngine.max_samples_per_frame``).
 """
 
 from __future__ import annotations
@@ -58,6 +62,18 @@ PROVIDER_ALIASES = {
     "tensorrt": "TensorrtExecutionProvider",
 }
 _SEED_LIMIT = 2**31 - 2
+
+CPU_GENERATOR_PERIOD = 2**31 - 2
+"""Uniforms one onnxruntime CPU random kernel draws before its stream repeats. The kernels use
+``std::default_random_engine``, libstdc++'s ``minstd_rand0``: ``x <- 16807 x mod (2^31 - 1)``,
+one cycle through all 2^31 - 2 nonzero states (16807 is a primitive root), each uniform one step
+(``test_certify_noise_source.py`` checks both against onnxruntime's output). Within that many
+draws no state recurs, so the noise of one frame is made of distinct draws only while the frame
+needs fewer; the CUDA provider's generator (Philox, 64-bit offsets) has no such limit here."""
+NORMAL_DRAWS_PER_VALUE = 1.5
+"""Uniforms per value counted for RandomNormalLike on the CPU: ``std::normal_distribution``
+(Marsaglia's polar method) draws 4/pi = 1.27 on average; over the millions of values of even a
+small frame, 1.5 is exceeded with negligible probability."""
 
 
 def random_seed() -> float:
@@ -181,13 +197,16 @@ class BoundFrame:
     once per frame and only the counts and the clean outputs come back.
     """
 
-    __slots__ = ("array", "value")
+    __slots__ = ("array", "draws", "value")
 
     def __init__(self, array: np.ndarray, value: ort.OrtValue) -> None:
         self.array = array
         """The frame on the host: contiguous float32 [C, H, W], checked."""
         self.value = value
         """The same values on the session's device."""
+        self.draws = 0
+        """Uniforms the frame's noise has drawn so far (counted where the generator's period
+        limits a frame: ``SmoothingEngine.draw_period``)."""
 
     @property
     def device(self) -> str:
@@ -217,6 +236,12 @@ def check_params(sigma: float, n0: int, n: int, alpha: float, batch_size: int) -
     validate_alpha(alpha)
     if int(batch_size) < 1:
         raise ConfigError(f"batch size must be an integer >= 1, got {batch_size!r}")
+
+
+def _odd_runs(num: int, batch_size: int) -> int:
+    """How many of the graph runs that draw ``num`` samples in batches have an odd size."""
+    full, rest = divmod(max(0, num), batch_size)
+    return full * (batch_size % 2) + rest % 2
 
 
 class SmoothingEngine:
@@ -321,6 +346,11 @@ class SmoothingEngine:
         self.device = _device_for(self.providers[0])
         """Where bound frames live: ``"cuda"`` for the CUDA and TensorRT providers, else
         ``"cpu"``."""
+        self.draw_period: int | None = (
+            CPU_GENERATOR_PERIOD if self.providers[0] == "CPUExecutionProvider" else None
+        )
+        """Most uniforms one frame's noise may draw (``CPU_GENERATOR_PERIOD`` on the CPU
+        provider), None where the generator sets no limit."""
 
     def _make_session(
         self,
@@ -349,6 +379,53 @@ class SmoothingEngine:
             ) from exc
         finally:
             ort.set_default_logger_severity(2)
+
+    # -- the generator's period -----------------------------------------------------------
+    def frame_draws(self, samples: int, odd_runs: int = 0) -> int:
+        """Uniforms the noise of ``samples`` noisy copies draws, in graph runs of which
+        ``odd_runs`` have an odd size: Box-Muller makes normals in pairs, so an odd run draws
+        one copy's worth more; RandomNormalLike is counted at ``NORMAL_DRAWS_PER_VALUE``."""
+        d = math.prod(self.spec.input_shape)
+        if self.noise == "box_muller":
+            return (int(samples) + int(odd_runs)) * d
+        return math.ceil(NORMAL_DRAWS_PER_VALUE * int(samples) * d)
+
+    @property
+    def max_samples_per_frame(self) -> int | None:
+        """Most noisy copies of one frame whose noise stays within ``draw_period`` (in runs of
+        even size), or None where there is no limit: 174,762 for a 3x64x64 input on the CPU
+        provider, 14,266 for 3x224x224."""
+        if self.draw_period is None:
+            return None
+        per_copy = self.frame_draws(1)
+        return self.draw_period // per_copy
+
+    def check_frame_samples(self, samples: int, odd_runs: int = 0, what: str = "") -> None:
+        """ConfigError when one frame's ``samples`` noisy copies (``odd_runs`` as in
+        ``frame_draws``) would draw more uniforms than ``draw_period``: the generator would
+        repeat within the frame, the copies would not be independent, and the binomial bounds
+        behind the radius would not hold."""
+        if self.draw_period is None:
+            return
+        draws = self.frame_draws(samples, odd_runs)
+        if draws <= self.draw_period:
+            return
+        shape = "x".join(str(v) for v in self.spec.input_shape)
+        label = f"{what} = {samples}" if what else f"{samples}"
+        raise ConfigError(
+            f"{label} samples of one {shape} frame would draw {draws:,} uniforms from "
+            f"onnxruntime's CPU generator, whose stream repeats after {self.draw_period:,} "
+            "(minstd_rand0): the noisy copies would not be independent and the certificate "
+            f"would not hold. On the CPU provider use at most {self.max_samples_per_frame:,} "
+            "samples per frame, or run on a GPU provider"
+        )
+
+    def check_certify_samples(self, n0: int, n: int, batch_size: int | None = None) -> None:
+        """``check_frame_samples`` for CERTIFY with ``n0`` and ``n`` (``certify`` checks it;
+        callers that configure it early, like the pipeline, check it when they start)."""
+        bs = self.batch_size if batch_size is None else int(batch_size)
+        odd = _odd_runs(int(n0), bs) + _odd_runs(int(n), bs)
+        self.check_frame_samples(int(n0) + int(n), odd, "n0 + n")
 
     # -- frames ---------------------------------------------------------------------------
     def check_frame(self, frame: np.ndarray) -> np.ndarray:
@@ -406,6 +483,18 @@ class SmoothingEngine:
     def _run(self, x: BoundFrame, num_noisy: int, num_clean: int) -> list[np.ndarray]:
         """One graph run through I/O binding: the frame from its device copy, the two sizes
         from the host (onnxruntime reads shape inputs there), the outputs back to the host."""
+        if self.draw_period is not None:
+            draws = self.frame_draws(num_noisy, num_noisy % 2)
+            if x.draws + draws > self.draw_period:
+                # Callers check their plan up front (certify, sequential); this catches any
+                # sequence of runs of one bound frame that adds up past the period.
+                raise ConfigError(
+                    f"this run would bring the frame's noise to {x.draws + draws:,} uniforms, "
+                    f"past the CPU generator's period of {self.draw_period:,} (minstd_rand0): "
+                    "the noisy copies would repeat within the frame; at most "
+                    f"{self.max_samples_per_frame:,} samples per frame on the CPU provider"
+                )
+            x.draws += draws
         binding = self._session.io_binding()
         binding.bind_ortvalue_input(FRAME, x.value)
         binding.bind_cpu_input(NUM_NOISY, np.array([num_noisy], np.int64))
@@ -451,6 +540,7 @@ class SmoothingEngine:
         smoothed classifier's prediction ``g(frame)``.
         """
         check_params(self.sigma, 1, n, alpha, self.batch_size)
+        self.check_frame_samples(int(n), _odd_runs(int(n), self.batch_size), "n")
         return predict_from_counts(self.sample(frame, n).counts, alpha)
 
     def certify(
@@ -474,6 +564,7 @@ class SmoothingEngine:
         """
         bs = self.batch_size if batch_size is None else int(batch_size)
         check_params(self.sigma, n0, n, alpha, bs)
+        self.check_certify_samples(n0, n, bs)
         start = time.perf_counter()
         x = self.bind(frame)
         if int(n0) == 0:

@@ -453,6 +453,24 @@ def _next_look(
     return max(1, min(size, left))
 
 
+def max_runs(config: SequentialConfig, engine_batch: int) -> int:
+    """An upper bound on the graph runs one frame takes: the selection's batches, then looks
+    of at least ``min(8, batch)`` samples each (``_next_look``) but the last."""
+    selection = math.ceil(config.n0 / engine_batch)
+    smallest = min(config.batch_size or 8, 8, engine_batch)
+    return selection + math.ceil(config.max_n / smallest) + 1
+
+
+def check_frame_samples(engine: SmoothingEngine, config: SequentialConfig) -> None:
+    """ConfigError when a frame under ``config`` could draw more noise than the engine's
+    generator period allows (``SmoothingEngine.check_frame_samples``)."""
+    engine.check_frame_samples(
+        config.n0 + config.max_n,
+        max_runs(config, engine.batch_size),
+        f"n0 + max_n (in up to {max_runs(config, engine.batch_size)} runs)",
+    )
+
+
 def certify_sequential(
     engine: SmoothingEngine, frame: np.ndarray, config: SequentialConfig
 ) -> SequentialResult:
@@ -481,7 +499,8 @@ def certify_sequential(
     most alpha. (i) and (ii) fail together with probability at most alpha, not 2 alpha.
 
     Raises ConfigError when ``r_required`` exceeds ``max_certifiable_radius`` (no frame could
-    ever be certified) and InputError for a malformed frame.
+    ever be certified) or when ``max_n`` samples could outrun the generator's period
+    (``check_frame_samples``), and InputError for a malformed frame.
     """
     start = time.perf_counter()
     sigma = engine.sigma
@@ -492,6 +511,7 @@ def certify_sequential(
             f"samples at alpha={config.alpha} and sigma={sigma} (at most {ceiling:.4g}); "
             "raise max_n or lower r_required"
         )
+    check_frame_samples(engine, config)
     x = engine.bind(frame)  # checked, and copied to the device once for every look
     clean: Samples | None = None
     label = -1
