@@ -204,3 +204,25 @@ def test_the_certify_command_says_why_it_refuses(tmp_path) -> None:
     assert proc.stdout == ""
     assert "would not be independent" in proc.stderr
     assert f"at most {CPU_GENERATOR_PERIOD // math.prod(GREY.shape):,} samples" in proc.stderr
+
+
+def test_box_muller_pairs_of_some_run_sizes_lie_on_a_coarse_lattice() -> None:
+    """What minstd_rand0's lattice means here (README, "Noise and seeds"): the graph pairs the
+    first half of a run's uniforms with the second, ``pairs * d`` states apart. At 322 pairs (a
+    643- or 644-sample run) of a 3x64x64 input, 16807^lag mod (2^31 - 1) has the short dual
+    vector (-405, 181): every pair satisfies ``-405 u1 + 181 u2`` = an integer (to float32
+    rounding), so u2 given u1 takes 181 values. Each copy's marginal is untouched; this pins
+    the structure the README describes."""
+    d, pairs = 3 * 64 * 64, 322
+    multiplier = pow(MULTIPLIER, pairs * d, MODULUS)
+    assert (-405 + 181 * multiplier) % MODULUS == 0
+    count = 2 * pairs * d
+    session, feeds = _uniform_session("RandomUniformLike", 4321.0, count)
+    u = session.run(None, feeds)[0].astype(np.float64)
+    u1, u2 = u[: pairs * d], u[pairs * d :]
+    residue = -405.0 * u1 + 181.0 * u2
+    off = np.abs(residue - np.round(residue))
+    assert np.quantile(off, 0.999) < 1e-4  # float32 rounding of u1 and u2, nothing more
+    # Control: pairs at a lag of one state further are on no such lattice.
+    shifted = -405.0 * u1[:-1] + 181.0 * u2[1:]
+    assert np.median(np.abs(shifted - np.round(shifted))) > 0.2
