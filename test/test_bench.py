@@ -49,6 +49,7 @@ def test_throughput_report_has_every_contender_and_consistent_ratios(
         rates["smoothing"] / rates["bare"], abs=2e-3
     )
     assert report["provider"] == "cpu"
+    assert report["max_samples_per_frame"] == (2**31 - 2) // (3 * 64 * 64)
 
 
 def test_the_batch_sweep_stops_at_max_batch(small_cnn_path: Path) -> None:

@@ -265,6 +265,8 @@ def bench_throughput(
         "providers": engine.providers,
         "precision": engine.precision,
         "noise": engine.noise,
+        # The CPU generator's period caps one frame's samples (None: no cap on this provider).
+        "max_samples_per_frame": engine.max_samples_per_frame,
         "batch": best,
         "batch_sweep_samples_per_s": {str(k): round(v, 1) for k, v in sweep.items()},
         "samples_per_round": n_samples,

@@ -49,7 +49,13 @@ def add_certification_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--n0", type=int, default=100, help="selection samples per frame (0: the clean prediction)"
     )
-    parser.add_argument("--n", type=int, default=1000, help="estimation samples per frame")
+    parser.add_argument(
+        "--n",
+        type=int,
+        default=1000,
+        help="estimation samples per frame (on the CPU provider n0 + n is capped by the noise "
+        "generator's period: 174,762 at 3x64x64; see README, Noise and seeds)",
+    )
     parser.add_argument(
         "--alpha",
         type=float,
