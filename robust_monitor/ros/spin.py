@@ -23,7 +23,8 @@ One race remains in rclpy itself: when the signal's shutdown lands while the exe
 building its next wait set, ``spin`` raises RCLError ("the given context is not valid")
 instead of ExternalShutdownException (seen in CI: exit 1 with a traceback). An error from
 ``spin`` once the context is shut down is that stop, and ends the same way; one while the
-context is still valid is a real failure and propagates.
+context is still valid is a real failure and propagates. The executor is built right after
+``rclpy.init`` and before the nodes, so a stop while the nodes start cannot catch it half-built.
 """
 
 from __future__ import annotations
@@ -67,9 +68,12 @@ def run_nodes(
     _install(requests)  # before rclpy.init, so rclpy's handler chains to it
     rclpy.init(args=args)
     nodes: Sequence[Node] = ()
+    # The executor first: built once the nodes exist, a stop that had already shut the context
+    # down made its constructor fail, and rclpy printed a traceback from the half-built
+    # executor's __del__ (seen in CI when a test stopped a node as soon as it came up).
+    executor = executor_type()
     try:
         nodes = make_nodes()
-        executor = executor_type()
         for node in nodes:
             executor.add_node(node)
         executor.spin()
