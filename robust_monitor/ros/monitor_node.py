@@ -587,9 +587,10 @@ class MonitorNode(Node):
         self._state = ModelState()
         self._pending: MonitorSettings | None = None
         self._pipeline: FramePipeline | None = None
-        self._loaded_engine: tuple[str, SmoothingEngine] | None = None
-        """The providers setting and engine of the last model that loaded."""
         """Touched by the worker thread only."""
+        self._loaded_engine: tuple[str, SmoothingEngine] | None = None
+        """The providers setting and engine of the last model that loaded (kept while a reload
+        is under way, for checking parameter updates against)."""
         self._previous = self._stats.snapshot()
 
         self._certificate_pub = self.create_publisher(

@@ -464,11 +464,8 @@ def max_runs(config: SequentialConfig, engine_batch: int) -> int:
 def check_frame_samples(engine: SmoothingEngine, config: SequentialConfig) -> None:
     """ConfigError when a frame under ``config`` could draw more noise than the engine's
     generator period allows (``SmoothingEngine.check_frame_samples``)."""
-    engine.check_frame_samples(
-        config.n0 + config.max_n,
-        max_runs(config, engine.batch_size),
-        f"n0 + max_n (in up to {max_runs(config, engine.batch_size)} runs)",
-    )
+    runs = max_runs(config, engine.batch_size)
+    engine.check_frame_samples(config.n0 + config.max_n, runs, f"n0 + max_n (in up to {runs} runs)")
 
 
 def certify_sequential(
