@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 import numpy as np
@@ -16,7 +17,7 @@ from robust_monitor.core.certify.graph import (
     NUM_NOISY,
     build_noise_graph,
 )
-from robust_monitor.tools.bench import bench_throughput
+from robust_monitor.tools.bench import bench_throughput, uniform_generator_graph
 
 
 @pytest.mark.parametrize("noise", NOISE_KINDS)
@@ -50,6 +51,42 @@ def test_throughput_report_has_every_contender_and_consistent_ratios(
     )
     assert report["provider"] == "cpu"
     assert report["max_samples_per_frame"] == (2**31 - 2) // (3 * 64 * 64)
+    core = report["core_time"]
+    one = core["samples_per_s_one_thread"]
+    assert set(one) == {"bare", "noise_only", "generator_only"}
+    copies = core["samples_per_s_single_thread_copies"]
+    assert set(copies) == {"bare", "smoothing"} and all(v > 0 for v in copies.values())
+    best = max(rates["bare"], copies["bare"])
+    assert core["best_bare_samples_per_s"] == pytest.approx(best, rel=1e-3)
+    assert core["ratio_copies_smoothing_over_best_bare"] == pytest.approx(
+        copies["smoothing"] / best, abs=2e-3
+    )
+    assert core["cores"] >= 1
+    for other, key in (
+        ("noise_only", "ceiling_any_schedule"),
+        ("generator_only", "ceiling_generator_only"),
+    ):
+        rate = core["cores"] / (1.0 / one["bare"] + 1.0 / one[other])
+        assert core[key] == pytest.approx(rate / best, abs=2e-3)
+    # The noise graph draws the generator's uniforms and transforms them: it cannot be faster.
+    assert one["noise_only"] < one["generator_only"]
+    assert core["ceiling_any_schedule"] < core["ceiling_generator_only"]
+
+
+def test_the_generator_graph_draws_one_fresh_uniform_per_noise_value() -> None:
+    shape, n = (3, 8, 8), 50
+    session = ort.InferenceSession(
+        uniform_generator_graph(shape).SerializeToString(), providers=["CPUExecutionProvider"]
+    )
+    values = n * 3 * 8 * 8
+    sums = [
+        float(session.run([NOISE_SUM], {NUM_NOISY: np.array([n], np.int64)})[0]) for _ in range(20)
+    ]
+    # The sum of `values` U(0, 1) draws: mean values / 2, sd sqrt(values / 12), fresh per run.
+    z = (np.mean(sums) - values / 2) / math.sqrt(values / 12 / len(sums))
+    assert abs(z) < 4.5
+    assert np.std(sums) == pytest.approx(math.sqrt(values / 12), rel=0.5)
+    assert len(set(sums)) == len(sums)
 
 
 def test_the_batch_sweep_stops_at_max_batch(small_cnn_path: Path) -> None:

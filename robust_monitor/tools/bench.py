@@ -14,6 +14,18 @@ must make the noise and run the model cannot beat ``1 / (1 / bare + 1 / noise_on
 per second on a device that does one after the other (a CPU; a GPU overlaps far more), so
 ``ratio_smoothing_over_noise_bound`` near 1 means the graph itself adds nothing but the noise.
 
+On the CPU provider, ``core_time`` asks whether any schedule could do better. It measures, in
+rounds of their own, the bare model, the noise graph and the uniform generator alone (the
+``RandomUniformLike`` draws that Box-Muller transforms, one per noise value) each on one thread,
+and the bare model and the engine as ``cores`` single-thread copies run side by side (a layout
+the engine does not use; ``best_bare`` is the faster of it and ``bare``). Work cannot take fewer
+core-seconds on several threads than on one, so with ``cores`` cores no graph that runs the
+model and this noise exceeds ``cores / (1 / bare_1 + 1 / noise_1)`` samples per second, and none
+that draws its uniforms from onnxruntime's generator exceeds ``cores / (1 / bare_1 + 1 /
+generator_1)`` even if the Gaussian transform cost nothing. ``ceiling_any_schedule`` and
+``ceiling_generator_only`` are those rates over ``best_bare``: upper bounds on smoothing/bare
+with onnxruntime's stock CPU kernels, however the work is laid out.
+
 Throughputs are noisy samples per second. Per-frame latency of CERTIFY (n0 + n samples) is
 reported as p50/p99 at each requested n.
 """
@@ -21,11 +33,13 @@ reported as p50/p99 at each requested n.
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import os
 import platform
 import statistics
 import sys
+import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -229,7 +243,7 @@ def bench_throughput(
     noise_only = ort.InferenceSession(
         noise_graph.SerializeToString(), options, providers=engine.providers
     )
-    noise_feed = {FRAME: frame, NUM_NOISY: np.array([best], np.int64)}
+    noise_feed: dict[str, np.ndarray] = {FRAME: frame, NUM_NOISY: np.array([best], np.int64)}
     engine.sample(frame, best, batch_size=best)  # warm-up at the measured shape
     reference.sample_counts(frame, best, best)
     noise_only.run([NOISE_SUM], noise_feed)
@@ -260,6 +274,22 @@ def bench_throughput(
         )
     median = {k: statistics.median(v) for k, v in results.items()}
     noise_bound = 1.0 / (1.0 / median["bare"] + 1.0 / median["noise_only"])
+    core_time = None
+    if engine.provider == "cpu":
+        core_time = _core_time_ceiling(
+            model,
+            bare_model,
+            noise_graph,
+            engine,
+            frame,
+            x_best,
+            noise_feed,
+            reps,
+            rounds,
+            threads,
+            median["bare"],
+            seed,
+        )
     return {
         "provider": engine.provider,
         "providers": engine.providers,
@@ -280,7 +310,140 @@ def bench_throughput(
         "noise_bound_samples_per_s": round(noise_bound, 1),
         "ratio_smoothing_over_noise_bound": round(median["smoothing"] / noise_bound, 3),
         "target_ratio_smoothing_over_bare": 0.9,
+        "core_time": core_time,
     }
+
+
+def uniform_generator_graph(shape: tuple[int, int, int]) -> onnx.ModelProto:
+    """``NUM_NOISY`` x ``shape`` draws of onnxruntime's ``RandomUniformLike``, summed: the
+    uniforms the Box-Muller noise transforms (one per noise value), and nothing else."""
+    zero = onnx.helper.make_tensor("zero", onnx.TensorProto.FLOAT, [1], [0.0])
+    dims = onnx.numpy_helper.from_array(np.array(shape, np.int64), "frame_dims")
+    nodes = [
+        onnx.helper.make_node("Concat", [NUM_NOISY, "frame_dims"], ["noise_shape"], axis=0),
+        onnx.helper.make_node("ConstantOfShape", ["noise_shape"], ["zeros"], value=zero),
+        onnx.helper.make_node("RandomUniformLike", ["zeros"], ["uniform"], seed=1234.0),
+        onnx.helper.make_node("ReduceSum", ["uniform"], [NOISE_SUM], keepdims=0),
+    ]
+    graph = onnx.helper.make_graph(
+        nodes,
+        "uniform_generator",
+        [onnx.helper.make_tensor_value_info(NUM_NOISY, onnx.TensorProto.INT64, [1])],
+        [onnx.helper.make_tensor_value_info(NOISE_SUM, onnx.TensorProto.FLOAT, [])],
+        [dims],
+    )
+    model = onnx.helper.make_model(graph, opset_imports=[onnx.helper.make_opsetid("", 17)])
+    model.ir_version = 10  # onnxruntime 1.31 reads up to 13
+    return model
+
+
+def _core_time_ceiling(
+    model: Path,
+    bare_model: onnx.ModelProto,
+    noise_graph: onnx.ModelProto,
+    engine: SmoothingEngine,
+    frame: np.ndarray,
+    x_best: np.ndarray,
+    noise_feed: dict[str, np.ndarray],
+    reps: int,
+    rounds: int,
+    threads: int,
+    bare_rate: float,
+    seed: int | None,
+) -> dict[str, Any]:
+    """Single-thread rates of the bare model, the noise graph and (Box-Muller noise) the uniform
+    generator alone; the bare model and the smoothing engine as ``cores`` single-thread copies
+    run side by side; and the ceilings on smoothing/bare these imply for any schedule on
+    ``cores`` cores (module docstring)."""
+    spec = engine.spec
+    cores = threads if threads > 0 else len(os.sched_getaffinity(0))
+    one = ort.SessionOptions()
+    one.intra_op_num_threads = 1
+    one.inter_op_num_threads = 1
+    one.log_severity_level = 3
+    cpu = ["CPUExecutionProvider"]
+    batch = len(x_best)
+    n_samples = reps * batch
+
+    def bare_session() -> ort.InferenceSession:
+        return ort.InferenceSession(bare_model.SerializeToString(), one, providers=cpu)
+
+    bare_1 = bare_session()
+    noise_1 = ort.InferenceSession(noise_graph.SerializeToString(), one, providers=cpu)
+    work: dict[str, Callable[[], object]] = {
+        "bare": lambda: _repeat(bare_1, spec.logits_name, spec.input_name, x_best, reps),
+        "noise_only": lambda: [noise_1.run([NOISE_SUM], noise_feed) for _ in range(reps)],
+    }
+    if engine.noise == "box_muller":
+        gen_1 = ort.InferenceSession(
+            uniform_generator_graph(spec.input_shape).SerializeToString(), one, providers=cpu
+        )
+        gen_feed = {NUM_NOISY: noise_feed[NUM_NOISY]}
+        work["generator_only"] = lambda: [gen_1.run([NOISE_SUM], gen_feed) for _ in range(reps)]
+    # The same work split over `cores` single-thread copies, one per Python thread
+    # (onnxruntime releases the GIL while it runs): each copy does a share of the samples.
+    bare_copies = [bare_session() for _ in range(cores)]
+    engines = [
+        SmoothingEngine(
+            model,
+            engine.sigma,
+            providers="cpu",
+            seed=None if seed is None else seed + 1 + k,
+            intra_op_threads=1,
+            precision=engine.precision,
+        )
+        for k in range(cores)
+    ]
+    share = max(1, reps // cores)
+    parallel_samples = share * batch * cores
+    work_parallel: dict[str, list[Callable[[], object]]] = {
+        "bare": [
+            functools.partial(_repeat, s, spec.logits_name, spec.input_name, x_best, share)
+            for s in bare_copies
+        ],
+        "smoothing": [
+            functools.partial(e.sample, frame, share * batch, batch_size=batch) for e in engines
+        ],
+    }
+    for run in work.values():  # warm-up at the measured shapes
+        run()
+    for e in engines:
+        e.sample(frame, batch, batch_size=batch)
+    rates: dict[str, list[float]] = {k: [] for k in work}
+    parallel: dict[str, list[float]] = {k: [] for k in work_parallel}
+    for r in range(rounds):
+        _progress(f"single-thread round {r + 1}/{rounds}")
+        for key, run in work.items():
+            rates[key].append(_rate(run, n_samples))
+        for key, runs in work_parallel.items():
+            parallel[key].append(_rate(functools.partial(_side_by_side, runs), parallel_samples))
+    median = {k: statistics.median(v) for k, v in rates.items()}
+    median_parallel = {k: statistics.median(v) for k, v in parallel.items()}
+    best_bare = max(bare_rate, median_parallel["bare"])
+
+    def ceiling(other: str) -> float:
+        rate = cores / (1.0 / median["bare"] + 1.0 / median[other])
+        return round(rate / best_bare, 3)
+
+    return {
+        "cores": cores,
+        "samples_per_s_one_thread": {k: round(v, 1) for k, v in median.items()},
+        "samples_per_s_single_thread_copies": {k: round(v, 1) for k, v in median_parallel.items()},
+        "best_bare_samples_per_s": round(best_bare, 1),
+        "ratio_copies_smoothing_over_best_bare": round(median_parallel["smoothing"] / best_bare, 3),
+        "ceiling_any_schedule": ceiling("noise_only"),
+        "ceiling_generator_only": (
+            ceiling("generator_only") if "generator_only" in median else None
+        ),
+    }
+
+
+def _side_by_side(runs: list[Callable[[], object]]) -> None:
+    workers = [threading.Thread(target=run) for run in runs]
+    for worker in workers:
+        worker.start()
+    for worker in workers:
+        worker.join()
 
 
 def bench_latency(
@@ -466,6 +629,13 @@ def run(args: argparse.Namespace) -> int:
             f"smoothing/host {t['ratio_smoothing_over_host_reference']}, "
             f"smoothing/noise bound {t['ratio_smoothing_over_noise_bound']}"
         )
+        if t["core_time"] is not None:
+            ct = t["core_time"]
+            print(
+                f"ceilings on smoothing/bare over {ct['cores']} cores, any schedule: "
+                f"this noise {ct['ceiling_any_schedule']}, "
+                f"generator alone {ct['ceiling_generator_only']}"
+            )
         for key, value in report["certify_latency"].items():
             print(f"latency {key}: p50 {value['p50_ms']} ms, p99 {value['p99_ms']} ms")
         where = report["placement"]
