@@ -136,7 +136,41 @@ def test_sequential_bench_compares_both_modes_on_the_sample_drive() -> None:
         ratio = (64 + capped["max_n"]) / capped["samples_per_frame"]["mean"]
         assert capped["ratio_fixed_over_sequential"] == pytest.approx(ratio, abs=0.01)
         assert report["targets_met"]["sample_ratio_min"] == (ratio >= 5.0)
+        # No valid procedure beats the ideal ceiling; the shipped one is valid.
+        ideal = report["ideal_ratio_ceiling"]
+        assert ideal["fixed_n"] == capped["max_n"]
+        if ideal["ratio_max"] is not None:
+            assert ideal["ratio_max"] == pytest.approx(
+                (64 + capped["max_n"]) / ideal["samples_per_frame_min"], rel=1e-3
+            )
+            assert capped["ratio_fixed_over_sequential"] <= ideal["ratio_max"]
     seq = report["sequential"]
     assert sum(seq["decisions"].values()) == 3
     assert 0.0 <= seq["certified_fraction"] <= 1.0
     assert report["sequential_budget"]["budget_ms"] == 33.0
+
+
+@pytest.mark.parametrize("alpha", [0.001, 0.01, 0.05])
+def test_no_valid_stopping_rule_certifies_a_clear_frame_in_fewer_samples(alpha: float) -> None:
+    """The bench's per-frame floor ``log(alpha) / log(p)``: a procedure that certifies a frame
+    whose votes are all for c_A after N samples (N drawn from any distribution w, so stopping
+    may be randomised) errs at the worst case p_A = p with probability sum_n w_n p^n, which
+    must stay <= alpha; every such w has E[N] >= the floor, and whole-sample rules need its
+    ceiling, which is what Clopper-Pearson's alpha^(1/n) asks for."""
+    from robust_monitor.core.certify.sequential import min_unanimous_cp_n, required_p
+
+    p = required_p(0.30 + 2.0**-16 * math.sqrt(3 * 64 * 64), 0.25)
+    floor = math.log(alpha) / math.log(p)
+    assert min_unanimous_cp_n(alpha, p, 10_000) == math.ceil(floor)
+    ns = np.arange(1, 400)
+    rng = np.random.default_rng(8)
+    valid = 0
+    for _ in range(20_000):
+        support = rng.choice(ns, size=rng.integers(1, 4), replace=False)
+        w = rng.dirichlet(np.ones(len(support)))
+        if float(np.sum(w * p ** support.astype(float))) <= alpha:
+            valid += 1
+            assert float(np.sum(w * support)) >= floor - 1e-9
+    assert valid > 1_000  # the check ran on many valid rules
+    # And the floor is tight: the rule stopping at ceil(floor) is valid, one sample less is not.
+    assert p ** math.ceil(floor) <= alpha < p ** (math.ceil(floor) - 1)

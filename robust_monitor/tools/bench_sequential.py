@@ -23,6 +23,20 @@ issue's "n chosen so the fixed mode certifies the same r_required on the same fr
 latency is then measured per frame with ``SmoothingEngine.certify``. Samples per frame count
 selection and estimation (``n0 + n``).
 
+How far any procedure could go: ``ideal_ratio_ceiling``. Take a frame with ``p_A >=
+p_required`` that some procedure, valid at level alpha, certifies with probability ``P`` after
+``N`` samples. Against the worst case ``p = p_required`` the likelihood ratio of ``N`` votes is at
+least ``p_required^N``, so ``alpha >= E[1{certified} p_required^N] >= P * p_required^E[N |
+certified]`` (Jensen: ``p^n`` is convex in ``n``), that is ``E[N | certified] >= log(alpha / P) /
+log(p_required)``: 57.2 samples at alpha = 0.001 and the shipped r_required, sigma and lattice
+margin, with ``P = 1``. To agree with the fixed mode on ``AGREEMENT_TARGET`` of the frames, a
+procedure must certify a share ``q`` of them of at least the fixed mode's certified fraction less
+``1 - AGREEMENT_TARGET``. The frames' ``P * log(alpha / P)`` terms are convex in ``P``, so even a
+procedure that spends nothing on the frames it does not certify averages at least ``q *
+log(alpha / q) / log(p_required)`` samples per frame. The fixed samples (the capped run's n)
+over that floor bound every valid procedure's ratio on these frames; reaching it takes
+fractional (randomised) sample counts and knowing beforehand which frames to leave.
+
 Selection: the fixed mode is Cohen's CERTIFY as shipped (``n0`` selection votes, 64); the
 sequential mode takes its own ``seq_n0``, by default 0: the clean frame's prediction selects the
 class, which costs no samples (``stats.select_clean``). So that the saving from selection and the
@@ -34,6 +48,7 @@ gives both ratios: ``ratio_fixed_over_sequential_samples`` (against Cohen's fixe
 
 from __future__ import annotations
 
+import math
 import statistics
 import sys
 import time
@@ -173,6 +188,28 @@ def _capped_runs(
     return {"max_n": None, "agreement_tried": tried, "ratio_fixed_over_sequential": None}
 
 
+def _ideal_ceiling(
+    fixed: dict[int, list[bool]], max_n: int | None, n0: int, alpha: float, p_required: float
+) -> dict[str, Any] | None:
+    """The bound on any valid procedure's sample ratio against the capped run's fixed n (module
+    docstring): None when no cap agreed."""
+    if max_n is None:
+        return None
+    certified = float(np.mean(fixed[max_n]))
+    must_certify = max(0.0, certified - (1.0 - AGREEMENT_TARGET))
+    per_frame = math.log(alpha) / math.log(p_required)
+    floor = 0.0
+    if must_certify > 0.0:
+        floor = must_certify * math.log(alpha / must_certify) / math.log(p_required)
+    return {
+        "fixed_n": max_n,
+        "fixed_certified_fraction": round(certified, 4),
+        "samples_per_certified_frame_min": round(per_frame, 2),
+        "samples_per_frame_min": round(floor, 2),
+        "ratio_max": None if floor == 0.0 else round((n0 + max_n) / floor, 2),
+    }
+
+
 def bench_sequential(
     model: Path,
     sigma: float | None = None,
@@ -226,6 +263,7 @@ def bench_sequential(
             engine.certify(frame, n0=n0, n=matched, alpha=alpha)
             fixed_latency.append((time.perf_counter() - start) * 1e3)
     capped = _capped_runs(engine, frames, fixed, r, alpha, seq_n0, n0)
+    ideal = _ideal_ceiling(fixed, capped["max_n"], n0, alpha, p_required)
     mean_seq = statistics.fmean(seq_n0 + res.certificate.n for res in seq_results)
     ratio = None if matched is None else (n0 + matched) / mean_seq
     same_selection = None if matched_clean is None else (seq_n0 + matched_clean) / mean_seq
@@ -272,6 +310,7 @@ def bench_sequential(
         "ratio_fixed_over_sequential_samples": None if ratio is None else round(ratio, 2),
         "ratio_fixed_over_capped_sequential_samples": capped["ratio_fixed_over_sequential"],
         "ratio_same_selection": None if same_selection is None else round(same_selection, 2),
+        "ideal_ratio_ceiling": ideal,
         "targets": {
             "sample_ratio_min": TARGET_SAMPLE_RATIO,
             "agreement_min": AGREEMENT_TARGET,
