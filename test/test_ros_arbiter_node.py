@@ -282,7 +282,9 @@ def test_a_dead_monitor_stops_the_vehicle_within_stale_after_plus_one_tick(
     policy = rig.arbiter.policy
     entered = rig.wait_state("MINIMAL_RISK", since=last)
     assert entered - last <= policy.stale_after_s + 1 / TICK_HZ + SLACK_S
-    stopped = rig.cmd_out.wait_for(lambda m: twist_of(m).linear.x == 0.0, 3.0, since=last)
+    # Zeros are looked for from the entry into MINIMAL_RISK: one can also go out between the
+    # last certificate and the 5.0 seen above, while the release still held the limit at 0.
+    stopped = rig.cmd_out.wait_for(lambda m: twist_of(m).linear.x == 0.0, 3.0, since=entered)
     assert stopped is not None
     stop_time_s = policy.nominal_speed_mps / policy.max_decel_mps2  # the controlled stop: 0.1 s
     assert stopped[0] - last <= policy.stale_after_s + 1 / TICK_HZ + stop_time_s + SLACK_S
