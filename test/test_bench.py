@@ -16,8 +16,10 @@ from robust_monitor.core.certify.graph import (
     NOISE_SUM,
     NUM_NOISY,
     build_noise_graph,
+    build_uniform_draw_graph,
 )
-from robust_monitor.tools.bench import bench_throughput, uniform_generator_graph
+from robust_monitor.core.certify.sequential import min_unanimous_cp_n, required_p
+from robust_monitor.tools.bench import bench_throughput
 
 
 @pytest.mark.parametrize("noise", NOISE_KINDS)
@@ -76,12 +78,12 @@ def test_throughput_report_has_every_contender_and_consistent_ratios(
 def test_the_generator_graph_draws_one_fresh_uniform_per_noise_value() -> None:
     shape, n = (3, 8, 8), 50
     session = ort.InferenceSession(
-        uniform_generator_graph(shape).SerializeToString(), providers=["CPUExecutionProvider"]
+        build_uniform_draw_graph(shape, 7.0).SerializeToString(),
+        providers=["CPUExecutionProvider"],
     )
     values = n * 3 * 8 * 8
-    sums = [
-        float(session.run([NOISE_SUM], {NUM_NOISY: np.array([n], np.int64)})[0]) for _ in range(20)
-    ]
+    feed = {FRAME: np.zeros(shape, np.float32), NUM_NOISY: np.array([n], np.int64)}
+    sums = [float(session.run([NOISE_SUM], feed)[0]) for _ in range(20)]
     # The sum of `values` U(0, 1) draws: mean values / 2, sd sqrt(values / 12), fresh per run.
     z = (np.mean(sums) - values / 2) / math.sqrt(values / 12 / len(sums))
     assert abs(z) < 4.5
@@ -157,8 +159,6 @@ def test_no_valid_stopping_rule_certifies_a_clear_frame_in_fewer_samples(alpha: 
     may be randomised) errs at the worst case p_A = p with probability sum_n w_n p^n, which
     must stay <= alpha; every such w has E[N] >= the floor, and whole-sample rules need its
     ceiling, which is what Clopper-Pearson's alpha^(1/n) asks for."""
-    from robust_monitor.core.certify.sequential import min_unanimous_cp_n, required_p
-
     p = required_p(0.30 + 2.0**-16 * math.sqrt(3 * 64 * 64), 0.25)
     floor = math.log(alpha) / math.log(p)
     assert min_unanimous_cp_n(alpha, p, 10_000) == math.ceil(floor)

@@ -16,13 +16,13 @@ per second on a device that does one after the other (a CPU; a GPU overlaps far 
 
 On the CPU provider, ``core_time`` asks whether any schedule could do better. It measures, in
 rounds of their own, the bare model, the noise graph and the uniform generator alone (the
-``RandomUniformLike`` draws that Box-Muller transforms, one per noise value) each on one thread,
-and the bare model and the engine as ``cores`` single-thread copies run side by side (a layout
-the engine does not use; ``best_bare`` is the faster of it and ``bare``). Work cannot take fewer
-core-seconds on several threads than on one, so with ``cores`` cores no graph that runs the
-model and this noise exceeds ``cores / (1 / bare_1 + 1 / noise_1)`` samples per second, and none
-that draws its uniforms from onnxruntime's generator exceeds ``cores / (1 / bare_1 + 1 /
-generator_1)`` even if the Gaussian transform cost nothing. ``ceiling_any_schedule`` and
+``RandomUniformLike`` draws Box-Muller transforms: ``build_uniform_draw_graph``), each on one
+thread, and the bare model and the engine as ``cores`` single-thread copies run side by side (a
+layout the engine does not use; ``best_bare`` is the faster of it and ``bare``). Work cannot
+take fewer core-seconds on several threads than on one, so with ``cores`` cores no graph that
+runs the model and this noise exceeds ``cores / (1 / bare_1 + 1 / noise_1)`` samples per second,
+and none that draws its uniforms from onnxruntime's generator exceeds ``cores / (1 / bare_1 + 1
+/ generator_1)`` even if the Gaussian transform cost nothing. ``ceiling_any_schedule`` and
 ``ceiling_generator_only`` are those rates over ``best_bare``: upper bounds on smoothing/bare
 with onnxruntime's stock CPU kernels, however the work is laid out.
 
@@ -51,7 +51,13 @@ import onnxruntime as ort
 
 from robust_monitor import __version__
 from robust_monitor.core.certify.engine import SmoothingEngine
-from robust_monitor.core.certify.graph import FRAME, NOISE_SUM, NUM_NOISY, build_noise_graph
+from robust_monitor.core.certify.graph import (
+    FRAME,
+    NOISE_SUM,
+    NUM_NOISY,
+    build_noise_graph,
+    build_uniform_draw_graph,
+)
 from robust_monitor.core.certify.precision import to_fp16
 from robust_monitor.core.certify.reference import HostReferenceSmoother
 from robust_monitor.core.errors import ConfigError
@@ -314,29 +320,6 @@ def bench_throughput(
     }
 
 
-def uniform_generator_graph(shape: tuple[int, int, int]) -> onnx.ModelProto:
-    """``NUM_NOISY`` x ``shape`` draws of onnxruntime's ``RandomUniformLike``, summed: the
-    uniforms the Box-Muller noise transforms (one per noise value), and nothing else."""
-    zero = onnx.helper.make_tensor("zero", onnx.TensorProto.FLOAT, [1], [0.0])
-    dims = onnx.numpy_helper.from_array(np.array(shape, np.int64), "frame_dims")
-    nodes = [
-        onnx.helper.make_node("Concat", [NUM_NOISY, "frame_dims"], ["noise_shape"], axis=0),
-        onnx.helper.make_node("ConstantOfShape", ["noise_shape"], ["zeros"], value=zero),
-        onnx.helper.make_node("RandomUniformLike", ["zeros"], ["uniform"], seed=1234.0),
-        onnx.helper.make_node("ReduceSum", ["uniform"], [NOISE_SUM], keepdims=0),
-    ]
-    graph = onnx.helper.make_graph(
-        nodes,
-        "uniform_generator",
-        [onnx.helper.make_tensor_value_info(NUM_NOISY, onnx.TensorProto.INT64, [1])],
-        [onnx.helper.make_tensor_value_info(NOISE_SUM, onnx.TensorProto.FLOAT, [])],
-        [dims],
-    )
-    model = onnx.helper.make_model(graph, opset_imports=[onnx.helper.make_opsetid("", 17)])
-    model.ir_version = 10  # onnxruntime 1.31 reads up to 13
-    return model
-
-
 def _core_time_ceiling(
     model: Path,
     bare_model: onnx.ModelProto,
@@ -376,10 +359,11 @@ def _core_time_ceiling(
     }
     if engine.noise == "box_muller":
         gen_1 = ort.InferenceSession(
-            uniform_generator_graph(spec.input_shape).SerializeToString(), one, providers=cpu
+            build_uniform_draw_graph(spec.input_shape, 1234.0).SerializeToString(),
+            one,
+            providers=cpu,
         )
-        gen_feed = {NUM_NOISY: noise_feed[NUM_NOISY]}
-        work["generator_only"] = lambda: [gen_1.run([NOISE_SUM], gen_feed) for _ in range(reps)]
+        work["generator_only"] = lambda: [gen_1.run([NOISE_SUM], noise_feed) for _ in range(reps)]
     # The same work split over `cores` single-thread copies, one per Python thread
     # (onnxruntime releases the GIL while it runs): each copy does a share of the samples.
     bare_copies = [bare_session() for _ in range(cores)]

@@ -106,6 +106,27 @@ def _noise_nodes(
     return nodes, inits
 
 
+def _uniform_nodes(seed: float) -> tuple[list[onnx.NodeProto], list[TensorProto]]:
+    """Nodes that read NUM_NOISY and ``frame_shape`` and draw ``u`` [2 * ceil(n / 2), C, H, W]
+    ~ U(0, 1): the uniforms Box-Muller transforms, one per noise value (one more when n is odd)."""
+    zero = helper.make_tensor("zero", TensorProto.FLOAT, [1], [0.0])
+    inits = [
+        _const("one_i64", np.array([1], np.int64)),
+        _const("two_i64", np.array([2], np.int64)),
+    ]
+    nodes = [
+        helper.make_node("Add", [NUM_NOISY, "one_i64"], ["n_plus_one"]),
+        helper.make_node("Div", ["n_plus_one", "two_i64"], ["pairs"]),
+        helper.make_node("Mul", ["pairs", "two_i64"], ["twice_pairs"]),
+        helper.make_node("Concat", ["twice_pairs", "frame_shape"], ["uniform_shape"], axis=0),
+        helper.make_node("ConstantOfShape", ["uniform_shape"], ["uniform_zeros"], value=zero),
+        helper.make_node(
+            "RandomUniformLike", ["uniform_zeros"], ["u"], low=0.0, high=1.0, seed=seed
+        ),
+    ]
+    return nodes, inits
+
+
 def _raw_noise_nodes(
     sigma: float, seed: float, noise: str, out: str
 ) -> tuple[list[onnx.NodeProto], list[TensorProto]]:
@@ -121,24 +142,15 @@ def _raw_noise_nodes(
             ),
         ]
         return nodes, inits
+    uniform_nodes, inits = _uniform_nodes(seed)
+    nodes += uniform_nodes
     inits += [
-        _const("one_i64", np.array([1], np.int64)),
-        _const("two_i64", np.array([2], np.int64)),
         _const("zero_i64", np.array([0], np.int64)),
         _const("one_f", np.array(1.0, np.float32)),
         _const("minus_two_sigma_sq", np.array(-2.0 * sigma * sigma, np.float32)),
         _const("two_pi", np.array(2.0 * math.pi, np.float32)),
     ]
     nodes += [
-        # pairs = ceil(n / 2); uniforms shaped [2 * pairs, C, H, W], split into u1 and u2.
-        helper.make_node("Add", [NUM_NOISY, "one_i64"], ["n_plus_one"]),
-        helper.make_node("Div", ["n_plus_one", "two_i64"], ["pairs"]),
-        helper.make_node("Mul", ["pairs", "two_i64"], ["twice_pairs"]),
-        helper.make_node("Concat", ["twice_pairs", "frame_shape"], ["uniform_shape"], axis=0),
-        helper.make_node("ConstantOfShape", ["uniform_shape"], ["uniform_zeros"], value=zero),
-        helper.make_node(
-            "RandomUniformLike", ["uniform_zeros"], ["u"], low=0.0, high=1.0, seed=seed
-        ),
         helper.make_node("Split", ["u"], ["u1", "u2"], axis=0),
         helper.make_node("Sub", ["one_f", "u1"], ["one_minus_u1"]),
         helper.make_node("Log", ["one_minus_u1"], ["log_u"]),
@@ -238,6 +250,17 @@ def build_noise_graph(
     nodes.append(helper.make_node("ReduceSum", ["noise"], [NOISE_SUM], keepdims=0))
     output = helper.make_tensor_value_info(NOISE_SUM, TensorProto.FLOAT, [])
     return _noise_only_model("smoothing_noise", shape, nodes, inits, output)
+
+
+def build_uniform_draw_graph(shape: tuple[int, int, int], seed: float) -> onnx.ModelProto:
+    """The Box-Muller noise graph's uniform draw alone, for benchmarks: inputs and output as
+    ``build_noise_graph``; NOISE_SUM is the sum of the uniforms (what the transform costs is
+    the noise graph's time less this one's)."""
+    nodes, inits = _uniform_nodes(seed)
+    nodes.insert(0, helper.make_node("Shape", [FRAME], ["frame_shape"]))
+    nodes.append(helper.make_node("ReduceSum", ["u"], [NOISE_SUM], keepdims=0))
+    output = helper.make_tensor_value_info(NOISE_SUM, TensorProto.FLOAT, [])
+    return _noise_only_model("smoothing_uniform_draw", shape, nodes, inits, output)
 
 
 def build_smoothing_graph(
