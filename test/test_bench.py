@@ -12,6 +12,7 @@ from scipy import stats
 
 from robust_monitor.core.certify.graph import (
     FRAME,
+    LATTICE_STEP,
     NOISE_KINDS,
     NOISE_SUM,
     NUM_NOISY,
@@ -172,7 +173,7 @@ def test_no_valid_stopping_rule_certifies_a_clear_frame_in_fewer_samples(alpha: 
     may be randomised) errs at the worst case p_A = p with probability sum_n w_n p^n, which
     must stay <= alpha; every such w has E[N] >= the floor, and whole-sample rules need its
     ceiling, which is what Clopper-Pearson's alpha^(1/n) asks for."""
-    p = required_p(0.30 + 2.0**-16 * math.sqrt(3 * 64 * 64), 0.25)
+    p = required_p(0.30 + LATTICE_STEP * math.sqrt(3 * 64 * 64), 0.25)
     floor = math.log(alpha) / math.log(p)
     assert min_unanimous_cp_n(alpha, p, 10_000) == math.ceil(floor)
     ns = np.arange(1, 400)
